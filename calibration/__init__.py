@@ -1,0 +1,1 @@
+"""INT8 calibration sets (every presence pattern covered) and, later, sensor time-offset calibration."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.atomic import atomic_write
-from edgefusion.task import TaskBatch, generate
+from edgefusion.task import TASK_VERSION, TaskBatch, generate
 
 TRAIN_SEED, HELDOUT_SEED, CALIBRATION_SEED = 1, 2, 3
 _CHUNK = 250
@@ -43,7 +43,7 @@ def build(seed: int, n: int, workers: int | None = None) -> TaskBatch:
 
 
 def load(seed: int, n: int, cache: bool = True) -> TaskBatch:
-    path = _cache_dir() / f"task-seed{seed}-n{n}.npz"
+    path = _cache_dir() / f"task-v{TASK_VERSION}-seed{seed}-n{n}.npz"
     if cache and path.exists():
         with np.load(path) as z:
             return TaskBatch(**{f: z[f] for f in TaskBatch.__dataclass_fields__})

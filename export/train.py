@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edgefusion.export.models.model import FusionModel
 
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import TaskBatch
-from export.models.model import FusionModel
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,7 @@ def audio_features(model: FusionModel, audio: np.ndarray, chunk: int = 512) -> t
     return torch.cat([enc.features(torch.from_numpy(audio[i : i + chunk])) for i in range(0, len(audio), chunk)])
 
 
-def train(
-    model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[str], None] = print
-) -> dict:
+def train(model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     patterns, weights = _pattern_weights(cfg.pattern_probs)
@@ -89,7 +87,9 @@ def train(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-            aux_hits += torch.stack([(model.aux[m](h[m]).argmax(1) == cues[idx, i]) for i, m in enumerate(MODALITIES)], 1).sum(0)
+            aux_hits += torch.stack(
+                [(model.aux[m](h[m]).argmax(1) == cues[idx, i]) for i, m in enumerate(MODALITIES)], 1
+            ).sum(0)
             full = present.all(1)
             correct += (logits.argmax(1)[full] == intent[idx][full]).sum().item()
             seen += full.sum().item()
@@ -105,24 +105,25 @@ def train(
 
 
 @torch.no_grad()
-def predict(model: FusionModel, data: TaskBatch, present: tuple[bool, ...], chunk: int = 256) -> np.ndarray:
-    """Logits for ``data`` with one presence pattern, in the model's own precision."""
+def logits_by_pattern(model: FusionModel, data: TaskBatch, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Logits for every presence pattern, in the model's own precision (fp16 model: true fp16).
+
+    The encoders do not depend on the pattern, so each sample is embedded once.
+    """
     model.eval()
-    dtype = next(model.fusion.parameters()).dtype
-    out = []
+    h: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
     for i in range(0, len(data), chunk):
         sl = slice(i, i + chunk)
-        n = len(data.intent[sl])
-        mask = torch.tensor([present] * n, dtype=dtype)
-        out.append(
-            model(torch.from_numpy(data.rgb[sl]), torch.from_numpy(data.depth[sl]), torch.from_numpy(data.audio[sl]), mask)
-            .float()
-            .numpy()
-        )
-    return np.concatenate(out)
+        for m, x in model.embed(*(torch.from_numpy(getattr(data, m)[sl]) for m in MODALITIES)).items():
+            h[m].append(x)
+    emb = {m: torch.cat(v) for m, v in h.items()}
+    dtype = emb["rgb"].dtype
+    out = {}
+    for p in all_patterns():
+        mask = torch.tensor([p] * len(data), dtype=dtype)
+        out[pattern_name(p)] = model.fusion(emb, mask).float().numpy()
+    return out
 
 
 def accuracy_by_pattern(model: FusionModel, data: TaskBatch) -> dict[str, float]:
-    return {
-        pattern_name(p): float((predict(model, data, p).argmax(1) == data.intent).mean()) for p in all_patterns()
-    }
+    return {name: float((lg.argmax(1) == data.intent).mean()) for name, lg in logits_by_pattern(model, data).items()}

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefusion.task.cues import GESTURES, INTENTS, N_SYMBOLS, OBJECTS, WORDS, decode_pair, encode
+from edgefusion.task.cues import GESTURES, INTENTS, N_SYMBOLS, OBJECTS, WORDS, decode_pair, encode, style_probabilities
 from edgefusion.task.scenes import HEIGHT, WIDTH, render_depth, render_rgb
 from edgefusion.task.speech import SAMPLE_RATE, background_noise, synthesize_word
 
 __all__ = [
     "AUDIO_WINDOW_S",
+    "TASK_VERSION",
     "GESTURES",
     "HEIGHT",
     "INTENTS",
@@ -34,6 +35,8 @@ __all__ = [
     "render_audio_window",
 ]
 
+# Bump when the generator's output changes: dataset caches are keyed on it.
+TASK_VERSION = 2
 AUDIO_WINDOW_S = 1.0
 INT16_FULL_SCALE = 32767.0
 
@@ -81,7 +84,7 @@ def render_audio_window(word: str, rng: np.random.Generator) -> np.ndarray:
 def make_sample(seed: int, index: int) -> Sample:
     rng = np.random.default_rng([seed, index])
     intent = int(rng.integers(N_SYMBOLS))
-    word, gesture, obj = encode(intent, int(rng.integers(N_SYMBOLS)))
+    word, gesture, obj = encode(intent, int(rng.choice(N_SYMBOLS, p=style_probabilities())))
     return Sample(
         intent=intent,
         cues=(obj, gesture, word),

@@ -104,9 +104,7 @@ def _shape_mask(obj: str, u, v, cx, cy, s, rot):
     if obj == "ball":
         return x**2 + y**2 <= 0.85**2
     if obj == "bottle":
-        return ((np.abs(x) <= 0.32) & (y >= -0.3) & (y <= 1.0)) | (
-            (np.abs(x) <= 0.13) & (y >= -1.0) & (y < -0.3)
-        )
+        return ((np.abs(x) <= 0.32) & (y >= -0.3) & (y <= 1.0)) | ((np.abs(x) <= 0.13) & (y >= -1.0) & (y < -0.3))
     if obj == "ring":
         r2 = x**2 + y**2
         return (r2 <= 0.9**2) & (r2 >= 0.5**2)

@@ -97,7 +97,7 @@ class LogMelFrontEnd(nn.Module):
     re² + im² summed into mel bands is one MatMul against the filterbank stacked twice.
     """
 
-    def __init__(self, n_fft: int = 400, hop: int = 160, n_mels: int = 40, sr: int = SAMPLE_RATE):
+    def __init__(self, n_fft: int = 256, hop: int = 160, n_mels: int = 40, sr: int = SAMPLE_RATE):
         super().__init__()
         self.n_fft, self.hop, self.n_mels = n_fft, hop, n_mels
         n_bins = n_fft // 2 + 1
@@ -146,4 +146,3 @@ class AudioEncoder(nn.Module):
 
 def make_encoders(dim: int = 32) -> nn.ModuleDict:
     return nn.ModuleDict({"rgb": RGBEncoder(dim), "depth": DepthEncoder(dim), "audio": AudioEncoder(dim)})
-

@@ -11,12 +11,12 @@ import copy
 from dataclasses import asdict, dataclass
 
 import torch
+from edgefusion.export.models.encoders import LogMelFrontEnd, make_encoders
+from edgefusion.export.models.fusion import FUSIONS, LMFFusion
 from torch import nn
 
 from edgefusion.modalities import MODALITIES
 from edgefusion.task import N_SYMBOLS
-from export.models.encoders import LogMelFrontEnd, make_encoders
-from export.models.fusion import FUSIONS, LMFFusion
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,11 @@ class FusionModel(nn.Module):
         self.aux = nn.ModuleDict({m: nn.Linear(config.dim, N_SYMBOLS) for m in MODALITIES})
 
     def embed(self, rgb, depth, audio) -> dict[str, torch.Tensor]:
-        return {"rgb": self.encoders["rgb"](rgb), "depth": self.encoders["depth"](depth), "audio": self.encoders["audio"](audio)}
+        return {
+            "rgb": self.encoders["rgb"](rgb),
+            "depth": self.encoders["depth"](depth),
+            "audio": self.encoders["audio"](audio),
+        }
 
     def forward(self, rgb, depth, audio, present) -> torch.Tensor:
         return self.fusion(self.embed(rgb, depth, audio), present)

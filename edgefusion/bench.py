@@ -1,0 +1,245 @@
+"""``edgefusion bench``: what the runtime costs over bare inference, and what caching saves.
+
+Everything runs on the same inputs, in robot time rather than wall time: ticks at 30 Hz, a new
+camera frame every tick, a new audio window every third tick (10 Hz), replayed from memory with
+no sleeping, so the figures are compute, not waiting.
+
+  (a) backend: submit + wait of the graphs a tick runs, data already in place
+  (b) tick: the full pipeline tick (sync, copy-in, submit, wait, result line)
+  (c) monolithic: the single graph recomputed every tick (no caching)
+  (d) PyTorch eager of the same model, when torch and ``--checkpoint`` are given
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+
+from edgefusion.backends.base import Backend
+from edgefusion.bundle import Bundle
+from edgefusion.loop import Runtime
+from edgefusion.modalities import MODALITIES
+from edgefusion.sensors.base import Sample, Sensor, SensorState
+from edgefusion.sinks import Sink
+
+TICK_HZ = 30
+AUDIO_EVERY = 3  # ticks per new audio window: 10 Hz
+
+
+class _Replay(Sensor):
+    """Samples from memory, advanced by the benchmark's robot clock instead of a thread."""
+
+    def __init__(self, modality: str, frames: np.ndarray, every: int):
+        super().__init__(f"bench-{modality}")
+        self.modality, self.frames, self.every = modality, frames, every
+        self._samples = [Sample(f, 0.0, i + 1) for i, f in enumerate(frames)]
+        self.current = self._samples[0]
+
+    def advance(self, tick: int, t: float) -> None:
+        if tick % self.every == 0:
+            k = (tick // self.every) % len(self._samples)
+            s = self._samples[k]
+            # A new seq every time: the same pixels replayed are still a new frame.
+            self.current = Sample(s.data, t, tick + 1)
+
+    def read_latest(self, max_age_s, now=None):
+        return self.current
+
+    def state(self, max_age_s, now=None):
+        return SensorState.OK, ""
+
+    def connect(self):
+        pass
+
+    def disconnect(self):
+        pass
+
+    def _open(self):
+        pass
+
+    def _capture(self, timeout_s):
+        return None
+
+    def _close(self):
+        pass
+
+
+class _NullSink(Sink):
+    def write(self, line: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _inputs(n: int, seed: int = 123):
+    from edgefusion.task import generate
+
+    b = generate(seed, n)
+    return {m: getattr(b, m) for m in MODALITIES}
+
+
+def _pct(xs, q) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: int = 10_000, checkpoint=None) -> dict:
+    data = _inputs(12)
+    sensors = {m: _Replay(m, data[m], AUDIO_EVERY if m == "audio" else 1) for m in MODALITIES}
+    runtime = Runtime(backend, sensors, {m: 1.0 for m in MODALITIES}, TICK_HZ, (_NullSink(),))
+    runtime.start()
+    period = 1.0 / TICK_HZ
+    fresh = [True] * len(MODALITIES)
+    present = [True] * len(MODALITIES)
+
+    def advance(k: int) -> None:
+        """What the sensors' own threads do in a live run: not part of the tick's cost."""
+        for s in sensors.values():
+            s.advance(k, k * period)
+
+    def pipeline_tick(k: int) -> None:
+        runtime.tick(k * period)
+
+    def backend_tick(k: int) -> None:
+        fresh[2] = k % AUDIO_EVERY == 0
+        backend.submit(fresh, present)
+        backend.wait()
+
+    for k in range(200):  # warm-up: first runs allocate arenas and pick kernels
+        advance(k)
+        pipeline_tick(k)
+        backend_tick(k)
+
+    # (a) and (b), interleaved in blocks so a busy machine hurts both alike.
+    wall = {"a": [], "b": []}
+    cpu = {"a": 0.0, "b": 0.0}
+    k = 0
+    for _ in range(ticks // 100):
+        for key, fn in (("a", backend_tick), ("b", pipeline_tick)):
+            c0 = time.process_time()
+            for _ in range(100):
+                advance(k)
+                t0 = time.perf_counter()
+                fn(k)
+                wall[key].append(time.perf_counter() - t0)
+                k += 1
+            cpu[key] += time.process_time() - c0
+
+    mono = _monolithic_cpu(bundle, backend, data, len(wall["b"]))
+
+    # Allocation growth of the pipeline tick in steady state.
+    tracemalloc.start()
+    for _ in range(200):
+        advance(k)
+        pipeline_tick(k)
+        k += 1
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(alloc_ticks):
+        advance(k)
+        pipeline_tick(k)
+        k += 1
+    growth = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    runtime.stop()
+
+    n_b = len(wall["b"])
+    cpu_per_robot_s_b = cpu["b"] / n_b * TICK_HZ
+    cpu_per_robot_s_c = mono["cpu_s"] / mono["ticks"] * TICK_HZ
+    report = {
+        "backend": backend.name,
+        "precision": backend.precision,
+        "ticks": n_b,
+        "backend_p50_ms": _pct(wall["a"], 50),
+        "backend_p99_ms": _pct(wall["a"], 99),
+        "tick_p50_ms": _pct(wall["b"], 50),
+        "tick_p99_ms": _pct(wall["b"], 99),
+        "monolithic_p50_ms": mono["p50_ms"],
+        "monolithic_p99_ms": mono["p99_ms"],
+        "overhead_ratio": _pct(wall["b"], 50) / _pct(wall["a"], 50),
+        "cpu_s_per_robot_s": {"tick": cpu_per_robot_s_b, "monolithic": cpu_per_robot_s_c},
+        "caching_compute_ratio": cpu_per_robot_s_c / cpu_per_robot_s_b,
+        "encoder_runs": dict(backend.stats.encoder_runs),
+        "alloc_growth_bytes": growth,
+        "alloc_ticks": alloc_ticks,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "robot_time": {"tick_hz": TICK_HZ, "camera_hz": TICK_HZ, "audio_windows_hz": TICK_HZ / AUDIO_EVERY},
+    }
+    report["torch_eager"] = _torch_eager(checkpoint, data)
+    return report
+
+
+def _monolithic_cpu(bundle: Bundle, backend: Backend, data: dict, ticks: int) -> dict:
+    """(c): the monolithic graph on every tick, bound once like the split graphs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = getattr(backend, "threads", 1)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(bundle.graph_path("fp32", "monolithic")), opts, providers=["CPUExecutionProvider"])
+    bufs = {m: np.ascontiguousarray(data[m][:1]) for m in MODALITIES}
+    bufs["present"] = np.ones((1, len(MODALITIES)), np.float32)
+    out = {name: np.zeros((1, len(bundle.labels)), np.float32) for name in ("logits", "probs")}
+    binding = sess.io_binding()
+    for name, buf in [*bufs.items()]:
+        binding.bind_input(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
+    for name, buf in out.items():
+        binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
+    for _ in range(50):
+        sess.run_with_iobinding(binding)
+    times = []
+    c0 = time.process_time()
+    for k in range(ticks):
+        np.copyto(bufs["rgb"][0], data["rgb"][k % len(data["rgb"])])
+        t0 = time.perf_counter()
+        sess.run_with_iobinding(binding)
+        times.append(time.perf_counter() - t0)
+    return {"cpu_s": time.process_time() - c0, "ticks": ticks, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
+
+
+def _torch_eager(checkpoint, data: dict) -> dict:
+    if checkpoint is None:
+        return {"skipped": "pass --checkpoint runs/lmf/checkpoint.pt (and install the export extra) to include it"}
+    try:
+        import torch
+
+        from edgefusion.export.pipeline import load_checkpoint
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install 'edgefusion[export]')"}
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(checkpoint)
+    x = [torch.from_numpy(data[m][:1]) for m in MODALITIES]
+    present = torch.ones(1, len(MODALITIES))
+    times = []
+    with torch.no_grad():
+        for k in range(600):
+            t0 = time.perf_counter()
+            model(*x, present)
+            if k >= 100:
+                times.append(time.perf_counter() - t0)
+    return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
+
+
+def render(report: dict) -> str:
+    r = report
+    lines = [
+        f"backend {r['backend']} ({r['precision']}), {r['ticks']} ticks at {TICK_HZ} Hz robot time "
+        f"(camera every tick, audio window every {AUDIO_EVERY})",
+        f"(a) backend      p50 {r['backend_p50_ms']:.3f} ms  p99 {r['backend_p99_ms']:.3f} ms",
+        f"(b) tick         p50 {r['tick_p50_ms']:.3f} ms  p99 {r['tick_p99_ms']:.3f} ms   overhead (b)/(a) "
+        f"{r['overhead_ratio']:.3f}",
+        f"(c) monolithic   p50 {r['monolithic_p50_ms']:.3f} ms  p99 {r['monolithic_p99_ms']:.3f} ms",
+        f"CPU s per robot s: tick {r['cpu_s_per_robot_s']['tick']:.4f}, monolithic "
+        f"{r['cpu_s_per_robot_s']['monolithic']:.4f}  → caching saves ×{r['caching_compute_ratio']:.2f}",
+        f"allocation growth over {r['alloc_ticks']} ticks: {r['alloc_growth_bytes']} bytes; max RSS {r['rss_mb']:.0f} MB",
+        "(d) torch eager  "
+        + (
+            f"p50 {r['torch_eager']['p50_ms']:.3f} ms  p99 {r['torch_eager']['p99_ms']:.3f} ms"
+            if "p50_ms" in r["torch_eager"]
+            else f"skipped: {r['torch_eager']['skipped']}"
+        ),
+    ]
+    return "\n".join(lines)

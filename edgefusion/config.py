@@ -1,0 +1,143 @@
+"""The runtime's TOML configuration, checked before anything starts.
+
+Every setting, its default and its meaning is in the README ("Configuration"). A wrong key, a
+wrong type or an impossible value is one line naming the key and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.modalities import MODALITIES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class ConfigError(EdgefusionError):
+    pass
+
+
+@dataclass
+class RuntimeSection:
+    bundle: str = ""  # empty: the demo bundle shipped in the package
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    tick_hz: float = 30.0
+    threads: int = 1
+
+    def check(self, at: str) -> None:
+        _require(0 < self.tick_hz <= 1000, at, "tick_hz", "between 0 and 1000 (ticks per second)")
+        _require(self.threads >= 0, at, "threads", ">= 0 (0 = the library's default)")
+        _require(self.precision in ("fp32", "fp16", "int8"), at, "precision", "one of fp32, fp16, int8")
+
+
+@dataclass
+class SourceSection:
+    kind: str = "simulated"
+    seed: int = 0
+    faults: str = ""
+
+    def check(self, at: str) -> None:
+        _require(self.kind == "simulated", at, "kind", '"simulated" (the only source this version has)')
+
+
+@dataclass
+class SensorSection:
+    max_age_ms: float = 100.0  # older than this: the modality counts as absent
+    offset_ms: float = 0.0  # added to the sensor's timestamps (from time-offset calibration)
+
+    def check(self, at: str) -> None:
+        _require(self.max_age_ms > 0, at, "max_age_ms", "> 0")
+        _require(abs(self.offset_ms) < 10_000, at, "offset_ms", "within ±10000")
+
+
+@dataclass
+class OutputSection:
+    stdout: bool = True
+    file: str = ""  # a JSON-lines file, rotated by size; empty: no file
+    max_bytes: int = 10_000_000
+    backups: int = 3
+
+    def check(self, at: str) -> None:
+        _require(self.max_bytes >= 1024, at, "max_bytes", ">= 1024")
+        _require(self.backups >= 0, at, "backups", ">= 0")
+
+
+def _default_sensors() -> dict[str, SensorSection]:
+    return {"rgb": SensorSection(100.0), "depth": SensorSection(100.0), "audio": SensorSection(250.0)}
+
+
+@dataclass
+class Config:
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+    source: SourceSection = field(default_factory=SourceSection)
+    sensors: dict[str, SensorSection] = field(default_factory=_default_sensors)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def max_age_s(self) -> dict[str, float]:
+        return {m: s.max_age_ms / 1000 for m, s in self.sensors.items()}
+
+
+def _require(ok: bool, at: str, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{at}: {key} must be {what}")
+
+
+def _section(cls, raw: Any, at: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} must be a table ([{at.split(': ')[-1]}])")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{at}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields)}")
+    values = {}
+    for name, value in raw.items():
+        expected = type(getattr(cls(), name))
+        if expected is float and type(value) is int:
+            value = float(value)
+        if type(value) is not expected:
+            raise ConfigError(f"{at}: {name} must be a {expected.__name__}, got {type(value).__name__} {value!r}")
+        values[name] = value
+    section = cls(**values)
+    section.check(at)
+    return section
+
+
+def parse_config(raw: dict, where: str = "config") -> Config:
+    tables = {"runtime": RuntimeSection, "source": SourceSection, "output": OutputSection}
+    unknown = sorted(set(raw) - {*tables, "sensors"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]; valid: {', '.join([*tables, 'sensors'])}")
+    cfg = Config(**{k: _section(cls, raw[k], f"{where}: [{k}]") for k, cls in tables.items() if k in raw})
+    sensors = raw.get("sensors", {})
+    if not isinstance(sensors, dict):
+        raise ConfigError(f"{where}: sensors must be tables like [sensors.rgb]")
+    for m, table in sensors.items():
+        if m not in MODALITIES:
+            raise ConfigError(f"{where}: unknown sensor [sensors.{m}]; valid: {', '.join(MODALITIES)}")
+        defaults = dataclasses.asdict(cfg.sensors[m])
+        cfg.sensors[m] = _section(
+            SensorSection, {**defaults, **table} if isinstance(table, dict) else table, f"{where}: [sensors.{m}]"
+        )
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; see the README's Configuration section") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    return parse_config(raw, str(path))

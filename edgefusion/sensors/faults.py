@@ -1,0 +1,59 @@
+"""Scripted sensor faults: ``MODALITY:KIND@START-END`` items, comma-separated, seconds from start.
+
+rgb:stop@4-9        the camera's colour stream is gone (device lost; reconnects after 9 s)
+depth:stall@3-5     frames stop arriving, the device stays open
+rgb:frozen@2-4      the same image again and again, timestamps still advancing
+audio:nan@6-7       samples are NaN
+depth:noise@1-2     heavy noise on top of the signal
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.modalities import MODALITIES
+
+FAULT_KINDS = ("stop", "stall", "frozen", "nan", "noise")
+DEFAULT_DEMO_FAULTS = "rgb:stop@6-12,depth:stop@6-12,audio:stop@10-15"
+
+
+@dataclass(frozen=True)
+class Fault:
+    modality: str
+    kind: str
+    start_s: float
+    end_s: float
+
+    def active(self, t_s: float) -> bool:
+        return self.start_s <= t_s < self.end_s
+
+
+def parse_faults(spec: str) -> tuple[Fault, ...]:
+    """Parse a fault SPEC; a malformed item is a one-line error that shows the expected form."""
+    faults = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            target, when = item.split("@")
+            modality, kind = target.split(":")
+            start, end = (float(x) for x in when.split("-"))
+        except ValueError:
+            raise EdgefusionError(
+                f"fault {item!r} is not MODALITY:KIND@START-END (e.g. rgb:stop@4-9, seconds from start)"
+            ) from None
+        if modality not in MODALITIES:
+            raise EdgefusionError(f"fault {item!r}: unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+        if kind not in FAULT_KINDS:
+            raise EdgefusionError(f"fault {item!r}: unknown kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
+        if not 0 <= start < end:
+            raise EdgefusionError(f"fault {item!r}: needs 0 <= START < END")
+        faults.append(Fault(modality, kind, start, end))
+    return tuple(faults)
+
+
+def active_fault(faults: tuple[Fault, ...], modality: str, t_s: float) -> str | None:
+    """The kind of the first fault on ``modality`` active at ``t_s``, or None."""
+    for f in faults:
+        if f.modality == modality and f.active(t_s):
+            return f.kind
+    return None

@@ -1,0 +1,185 @@
+"""The simulated rig: the built-in task played live, each stream on its own thread and clock.
+
+A scenario changes the person's intent every few seconds (cues drawn as in the training data);
+the camera streams render it at 30 fps and the microphone streams the spoken word, repeated
+about once a second as a person repeating a command would, in 10 ms blocks at 16 kHz. Faults
+from a script (faults.py) act on the streams the way real devices misbehave. No hardware,
+system packages or torch are needed: this is the README's demo and the runtime's test rig.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgefusion.modalities import MODALITIES
+from edgefusion.sensors.base import Sensor, SensorGone
+from edgefusion.sensors.faults import Fault, active_fault
+from edgefusion.sensors.microphone import MicrophoneSensor
+from edgefusion.task import GESTURES, N_SYMBOLS, OBJECTS, SAMPLE_RATE, WORDS, encode, style_probabilities
+from edgefusion.task.scenes import render_depth, render_rgb
+from edgefusion.task.speech import background_noise, synthesize_word
+
+CAMERA_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the person does, as a pure function of time: every stream asks it independently."""
+
+    seed: int = 0
+    segment_s: float = 4.0
+
+    def segment(self, t_s: float) -> int:
+        return int(max(t_s, 0.0) // self.segment_s)
+
+    def intent_and_cues(self, segment: int) -> tuple[int, dict[str, int]]:
+        rng = np.random.default_rng([self.seed, segment, 99])
+        intent = int(rng.integers(N_SYMBOLS))
+        word, gesture, obj = encode(intent, int(rng.choice(N_SYMBOLS, p=style_probabilities())))
+        return intent, {"rgb": obj, "depth": gesture, "audio": word}
+
+    def intent_at(self, t_s: float) -> int:
+        return self.intent_and_cues(self.segment(t_s))[0]
+
+
+class _Clock:
+    """Shared start time of one rig, so the streams' scenario time agrees."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def elapsed(self, t: float | None = None) -> float:
+        return (time.monotonic() if t is None else t) - self.t0
+
+
+def _apply(kind: str | None, data: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    if kind == "nan":
+        return np.full_like(data, np.nan)
+    if kind == "noise":
+        return (data + rng.standard_normal(data.shape).astype(np.float32) * scale).astype(np.float32)
+    return data
+
+
+class SimulatedCamera(Sensor):
+    """One camera stream (rgb or depth) of the scenario at ``fps``."""
+
+    def __init__(
+        self, modality: str, scenario: Scenario, clock: _Clock, faults: tuple[Fault, ...] = (), fps=CAMERA_FPS
+    ):
+        super().__init__(f"sim-{modality}")
+        self.modality = modality
+        self.scenario, self.clock, self.faults, self.period = scenario, clock, faults, 1.0 / fps
+        self._render = render_rgb if modality == "rgb" else render_depth
+        self._names = OBJECTS if modality == "rgb" else GESTURES
+        self._frame = 0
+        self._last: np.ndarray | None = None
+
+    def _fault(self, t: float) -> str | None:
+        return active_fault(self.faults, self.modality, self.clock.elapsed(t))
+
+    def _open(self) -> None:
+        if self._fault(time.monotonic()) == "stop":
+            raise SensorGone("no device")
+        self._next = time.monotonic()
+
+    def _capture(self, timeout_s: float):
+        now = time.monotonic()
+        wait = self._next - now
+        if wait > timeout_s:
+            time.sleep(timeout_s)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        t = time.monotonic()
+        self._next = max(self._next + self.period, t)
+        kind = self._fault(t)
+        if kind == "stop":
+            raise SensorGone("device lost")
+        if kind == "stall":
+            return None
+        self._frame += 1
+        if kind == "frozen" and self._last is not None:
+            return self._last, t
+        segment = self.scenario.segment(self.clock.elapsed(t))
+        _, cues = self.scenario.intent_and_cues(segment)
+        rng = np.random.default_rng([self.scenario.seed, segment, self._frame, MODALITIES.index(self.modality)])
+        data = self._render(self._names[cues[self.modality]], rng)
+        data = _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
+        self._last = data
+        return data, t
+
+    def _close(self) -> None:
+        self._last = None
+
+
+class SimulatedMicrophone(MicrophoneSensor):
+    """The scenario's speech: its word about once a second over room noise, in real time."""
+
+    def __init__(self, scenario: Scenario, clock: _Clock, faults: tuple[Fault, ...] = (), window_s: float = 1.0):
+        super().__init__("sim-audio", SAMPLE_RATE, window_s)
+        self.scenario, self.clock, self.faults = scenario, clock, faults
+        self._tracks: dict[int, np.ndarray] = {}
+        self._last: np.ndarray | None = None
+
+    def _track(self, segment: int) -> np.ndarray:
+        if segment not in self._tracks:
+            _, cues = self.scenario.intent_and_cues(segment)
+            rng = np.random.default_rng([self.scenario.seed, segment, 7])
+            n = int(self.scenario.segment_s * SAMPLE_RATE)
+            track = background_noise(rng, n) * 0.01
+            pos = int(rng.integers(0, SAMPLE_RATE // 4))
+            while pos < n:
+                word = synthesize_word(WORDS[cues["audio"]], rng) * 0.3
+                track[pos : pos + len(word)] += word[: n - pos]
+                pos += len(word) + int(rng.uniform(0.45, 0.75) * SAMPLE_RATE)
+            level = 10 ** (rng.uniform(-30, -3) / 20) * 32767 / (np.abs(track).max() + 1e-9)
+            self._tracks = {segment: (track * level).astype(np.float32)}  # keep one segment only
+        return self._tracks[segment]
+
+    def _open(self) -> None:
+        if active_fault(self.faults, "audio", self.clock.elapsed()) == "stop":
+            raise SensorGone("no device")
+        self._next = time.monotonic()
+
+    def _capture(self, timeout_s: float):
+        dt = self.block / SAMPLE_RATE
+        now = time.monotonic()
+        wait = self._next - now
+        if wait > timeout_s:
+            time.sleep(timeout_s)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        t_end = self._next
+        self._next += dt
+        kind = active_fault(self.faults, "audio", self.clock.elapsed(t_end))
+        if kind == "stop":
+            raise SensorGone("device lost")
+        if kind == "stall":
+            return None
+        rel = self.clock.elapsed(t_end) - dt
+        segment = self.scenario.segment(rel)
+        start = int((rel - segment * self.scenario.segment_s) * SAMPLE_RATE)
+        block = self._track(segment)[start : start + self.block]
+        if len(block) < self.block:
+            block = np.pad(block, (0, self.block - len(block)))
+        if kind == "frozen" and self._last is not None:
+            return self._last, t_end
+        rng = np.random.default_rng([self.scenario.seed, int(t_end * 1000)])
+        self._last = _apply(kind, block, rng, 20000.0)
+        return self._last, t_end
+
+    def _close(self) -> None:
+        pass
+
+
+def simulated_rig(seed: int = 0, faults: tuple[Fault, ...] = ()) -> tuple[Scenario, dict[str, Sensor]]:
+    scenario, clock = Scenario(seed), _Clock()
+    return scenario, {
+        "rgb": SimulatedCamera("rgb", scenario, clock, faults),
+        "depth": SimulatedCamera("depth", scenario, clock, faults),
+        "audio": SimulatedMicrophone(scenario, clock, faults),
+    }

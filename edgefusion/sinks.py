@@ -1,0 +1,113 @@
+"""Where results go: JSON lines on stdout and in a rotating file, one whole line at a time.
+
+The file sink uses the standard library's RotatingFileHandler (flushes every record, rotates by
+size) and adds an fsync at shutdown, so a power cut loses at most the unflushed tail and a crash
+never leaves a torn line in the middle of the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import sys
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TextIO
+
+from edgefusion.errors import EdgefusionError
+
+
+class Sink(ABC):
+    @abstractmethod
+    def write(self, line: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush whatever is buffered and release the destination."""
+
+
+class StreamSink(Sink):
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class RotatingFileSink(Sink):
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 10_000_000, backups: int = 3):
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        except OSError as err:
+            raise EdgefusionError(f"cannot write results to {path}: {err.strerror}; choose a writable path") from None
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def write(self, line: str) -> None:
+        self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+    def close(self) -> None:
+        stream = self._handler.stream
+        if stream is not None:
+            stream.flush()
+            os.fsync(stream.fileno())
+        self._handler.close()
+
+
+class SinkWriter:
+    """Serialises results and writes them to every sink on its own thread.
+
+    The tick only hands over the result dict: JSON encoding and I/O (a slow SD card, a stalled
+    pipe) never lengthen a tick. The queue is bounded; if the sinks fall that far behind, the
+    oldest results are dropped and counted rather than letting memory grow.
+    """
+
+    def __init__(self, sinks: tuple[Sink, ...], maxsize: int = 4096):
+        self.sinks = sinks
+        self.dropped = 0
+        self.errors = 0
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, result: dict) -> None:
+        try:
+            self._queue.put_nowait(result)
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            self.dropped += 1
+            self._queue.put_nowait(result)
+
+    def _run(self) -> None:
+        while True:
+            result = self._queue.get()
+            if result is None:
+                return
+            line = json.dumps(result)
+            for sink in self.sinks:
+                try:
+                    sink.write(line)
+                except (OSError, ValueError) as err:  # disk full, closed pipe: report, keep the loop
+                    self.errors += 1
+                    if self.errors == 1:
+                        print(f"edgefusion: a result sink failed: {err}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Write everything queued, then close the sinks (fsync for files)."""
+        self._queue.put(None)
+        self._thread.join()
+        for sink in self.sinks:
+            sink.close()

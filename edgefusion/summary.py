@@ -1,0 +1,56 @@
+"""What a demo session did: rate, latency, caching, and accuracy against the scenario's truth.
+
+Accuracy counts only settled ticks: for the first second after the person changes intent the
+audio window still holds the previous word, so those ticks measure the scenario, not the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgefusion.modalities import MODALITIES, pattern_name
+
+SETTLE_S = 1.0
+
+
+class SessionSummary:
+    def __init__(self, t0: float, truth, segment_s: float):
+        self.t0, self.truth, self.segment_s = t0, truth, segment_s
+        self.latency: list[float] = []
+        self.by_pattern: dict[str, list[int]] = {}
+        self.first_t: float | None = None
+        self.last_t = 0.0
+
+    def add(self, r: dict) -> None:
+        t = r["t"] - self.t0
+        self.first_t = t if self.first_t is None else self.first_t
+        self.last_t = t
+        self.latency.append(r["latency_ms"])
+        if t % self.segment_s < SETTLE_S:
+            return
+        pattern = pattern_name([r["present"][m] for m in MODALITIES])
+        hits = self.by_pattern.setdefault(pattern, [0, 0])
+        hits[0] += r["label"] == self.truth(t)
+        hits[1] += 1
+
+    def report(self, runtime) -> dict:
+        stats = runtime.backend.stats
+        seconds = self.last_t - (self.first_t or 0.0)
+        runs = sum(stats.encoder_runs.values())
+        lat = np.array(self.latency or [0.0])
+        return {
+            "seconds": seconds,
+            "ticks": runtime.ticks,
+            "tick_rate_hz": (runtime.ticks - 1) / seconds if seconds > 0 else 0.0,
+            "overruns": runtime.overruns,
+            "latency_ms_p50": float(np.percentile(lat, 50)),
+            "latency_ms_p99": float(np.percentile(lat, 99)),
+            "encoder_runs": dict(stats.encoder_runs),
+            "head_runs": stats.head_runs,
+            "encoder_runs_saved": 1 - runs / max(1, len(MODALITIES) * stats.head_runs),
+            "dropped_nonfinite": {m: s.dropped_nonfinite for m, s in runtime.sensors.items()},
+            "accuracy_by_pattern": {
+                p: {"accuracy": h[0] / h[1], "ticks": h[1]}
+                for p, h in sorted(self.by_pattern.items(), key=lambda kv: -kv[1][1])
+            },
+        }

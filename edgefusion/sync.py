@@ -1,0 +1,53 @@
+"""Sync: from the sensors' latest samples to what the model sees at one tick.
+
+Every sample carries a time on the one monotonic clock (sensor offsets already applied). At a
+tick, a modality is *present* when its newest sample is no older than its age limit and holds
+only finite values (sensors drop others on their own threads), and *fresh* when that sample has not been fed before: only fresh modalities
+are copied into the backend and re-encoded. The audio window is the microphone's newest window,
+which ends at the tick's time give or take one capture block (10 ms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgefusion.backends.base import Backend
+from edgefusion.modalities import MODALITIES
+from edgefusion.sensors.base import Sensor, SensorState
+
+
+@dataclass
+class SyncState:
+    present: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
+    fresh: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
+    states: list[SensorState] = field(default_factory=lambda: [SensorState.RECONNECTING] * len(MODALITIES))
+
+
+class Synchronizer:
+    def __init__(self, sensors: dict[str, Sensor], max_age_s: dict[str, float], backend: Backend):
+        self.sensors = [sensors.get(m) for m in MODALITIES]
+        self.max_age = [max_age_s[m] for m in MODALITIES]
+        self.buffers = [backend.input_buffer(m)[0] for m in MODALITIES]
+        self.state = SyncState()
+        self._last_seq = [0] * len(MODALITIES)
+
+    def update(self, now: float) -> SyncState:
+        s = self.state
+        for i, sensor in enumerate(self.sensors):
+            if sensor is None:
+                s.present[i] = s.fresh[i] = False
+                s.states[i] = SensorState.FAILED
+                continue
+            s.states[i] = sensor.state(self.max_age[i], now)[0]
+            sample = sensor.read_latest(self.max_age[i], now)
+            if sample is None:
+                s.present[i] = s.fresh[i] = False
+                continue
+            s.present[i] = True
+            s.fresh[i] = sample.seq != self._last_seq[i]
+            if s.fresh[i]:
+                self._last_seq[i] = sample.seq
+                np.copyto(self.buffers[i], sample.data.reshape(self.buffers[i].shape))
+        return s

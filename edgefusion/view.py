@@ -1,0 +1,55 @@
+"""The demo's live terminal view: sensor states, the intent, confidence, latency.
+
+On a terminal one status line is redrawn in place and sensor state changes are printed as
+events; when stdout is not a terminal (a log, journald) the status is printed once a second
+instead, with no control characters.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from edgefusion.modalities import MODALITIES
+
+_SHORT = {"OK": "ok", "STALE": "stale", "FAILED": "FAILED", "RECONNECTING": "reconn"}
+
+
+class LiveView:
+    def __init__(self, t0: float, truth=None, stream: TextIO | None = None):
+        self.t0 = t0
+        self.truth = truth  # t (s from start) -> expected label, for the demo's scenario
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._states: dict[str, str] = {}
+        self._last_print = -1.0
+
+    def __call__(self, r: dict) -> None:
+        t = r["t"] - self.t0
+        for m in MODALITIES:
+            state = r["sensors"][m]
+            if self._states.get(m) != state:
+                if m in self._states:
+                    self._line(f"{t:6.1f}s  {m:<5} {self._states[m]} -> {state}")
+                self._states[m] = state
+        if t - self._last_print < (0.1 if self.tty else 1.0):
+            return
+        self._last_print = t
+        sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]]:<6}" for m in MODALITIES)
+        status = f"{t:6.1f}s  {sensors}  intent {r['label']:<9} {r['confidence']:5.0%}  {r['latency_ms']:5.2f} ms"
+        if self.truth is not None:
+            status += f"  (asked: {self.truth(t)})"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + status)
+            self.stream.flush()
+        else:
+            self.stream.write(status + "\n")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+        self.stream.flush()

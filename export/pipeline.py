@@ -1,0 +1,120 @@
+"""The workstation's steps on a runs folder: train → export → quantize, one folder per fusion kind.
+
+    runs/<kind>/checkpoint.pt            weights + model/training config + history
+    runs/<kind>/onnx/{fp32,fp16,int8}/   graphs (+ absent.npz for LMF)
+    runs/<kind>/fusion_head.onnx         embeddings → logits, for the latency comparison
+    runs/compare.json                    the compare report
+
+Every file is written to a temp name and renamed, so an interrupted step leaves the previous
+result or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from edgefusion.calibration.int8_set import CalibrationSet
+from edgefusion.export import dataset
+from edgefusion.export.models.model import FusionModel, ModelConfig
+from edgefusion.export.onnx_export import export_all, export_fusion_head
+from edgefusion.export.quantize import quantize_graph
+from edgefusion.export.train import TrainConfig, accuracy_by_pattern, train
+
+from edgefusion.atomic import atomic_directory, atomic_write
+from edgefusion.errors import EdgefusionError
+
+FUSION_KINDS = ("lmf", "early", "late", "tensor")
+CALIBRATION_SAMPLES = 448  # 64 per presence pattern
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    train: int = 10_000
+    heldout: int = 2_000
+
+
+def kind_dir(runs: Path, kind: str) -> Path:
+    return Path(runs) / kind
+
+
+def train_kind(kind: str, runs: Path, cfg: TrainConfig, sizes: DataSizes, log=print) -> Path:
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = dataset.load(dataset.TRAIN_SEED, sizes.train)
+    heldout = dataset.load(dataset.HELDOUT_SEED, sizes.heldout)
+    model = FusionModel(ModelConfig(fusion=kind))
+    log(f"training {kind} on {sizes.train} samples (seed {dataset.TRAIN_SEED})")
+    result = train(model, data, cfg, log=log)
+    acc = accuracy_by_pattern(model, heldout)
+    log(f"{kind} held-out accuracy (PyTorch fp32): " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    out = kind_dir(runs, kind) / "checkpoint.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "model": model.to_dict(),
+            "training": {
+                **cfg.to_dict(),
+                "train_seed": dataset.TRAIN_SEED,
+                "train_samples": sizes.train,
+                "seconds": result["seconds"],
+                "history": result["history"],
+                "torch": str(torch.__version__),
+            },
+            "heldout_accuracy_torch": acc,
+        },
+        buf,
+    )
+    with atomic_write(out) as f:
+        f.write(buf.getvalue())
+    return out
+
+
+def load_checkpoint(path: Path) -> tuple[FusionModel, dict]:
+    if not Path(path).is_file():
+        raise EdgefusionError(f"{path}: no checkpoint there; run `edgefusion-export train` first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = FusionModel(ModelConfig(**ckpt["model"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def export_kind(runs: Path, kind: str) -> Path:
+    """fp32 + fp16 graphs of one trained model into runs/<kind>/onnx (replaced whole)."""
+    model, _ = load_checkpoint(kind_dir(runs, kind) / "checkpoint.pt")
+    out = kind_dir(runs, kind) / "onnx"
+    with atomic_directory(out) as tmp:
+        export_all(model, tmp)
+    head = kind_dir(runs, kind) / "fusion_head.onnx"
+    tmp_head = head.with_name(".fusion_head.onnx.tmp")
+    export_fusion_head(model, tmp_head)
+    os.replace(tmp_head, head)
+    return out
+
+
+def calibration_set() -> CalibrationSet:
+    batch = dataset.load(dataset.CALIBRATION_SEED, CALIBRATION_SAMPLES)
+    return CalibrationSet.from_batch(batch, f"built-in task, seed {dataset.CALIBRATION_SEED}")
+
+
+def quantize_kind(runs: Path, kind: str, calib: CalibrationSet) -> Path:
+    """int8 QDQ copies of the fp32 encoder and monolithic graphs into runs/<kind>/onnx/int8.
+
+    The LMF head is not quantized: the int8 variant runs the fp32 head on int8 encoders' output.
+    """
+    onnx_dir = kind_dir(runs, kind) / "onnx"
+    fp32 = onnx_dir / "fp32"
+    if not fp32.is_dir():
+        raise EdgefusionError(f"{fp32}: no fp32 graphs; run `edgefusion-export export --fusion {kind}` first")
+    out = onnx_dir / "int8"
+    with atomic_directory(out) as tmp:
+        for graph in sorted(fp32.glob("*.onnx")):
+            if graph.stem != "head":
+                quantize_graph(graph, tmp / graph.name, calib)
+        (tmp / "calibration.json").write_text(json.dumps(calib.describe(), indent=1))
+    return out

@@ -1,0 +1,118 @@
+"""The ONNX Runtime backend: bound once, per-modality caching, absent projections, no allocation."""
+
+import tracemalloc
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgefusion.backends import BackendError, make_backend
+from edgefusion.bundle import default_bundle_path, load_bundle
+from edgefusion.modalities import MODALITIES, all_patterns
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+@pytest.fixture
+def backend(bundle):
+    with make_backend("onnxruntime", bundle, "fp32") as b:
+        yield b
+
+
+def _load(backend, batch, i):
+    for m in MODALITIES:
+        np.copyto(backend.input_buffer(m)[0], getattr(batch, m)[i])
+
+
+def _monolithic(bundle, batch, i, present):
+    sess = ort.InferenceSession(str(bundle.graph_path("fp32", "monolithic")), providers=["CPUExecutionProvider"])
+    feed = {m: getattr(batch, m)[i : i + 1] for m in MODALITIES}
+    feed["present"] = np.array([present], np.float32)
+    return sess.run(["logits"], feed)[0][0]
+
+
+def test_every_presence_pattern_matches_the_monolithic_graph(bundle, backend, small_batch):
+    _load(backend, small_batch, 0)
+    for present in all_patterns():
+        backend.submit([True] * 3, present)
+        logits, probs = backend.wait()
+        ref = _monolithic(bundle, small_batch, 0, present)
+        np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+        assert abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_an_encoder_runs_only_on_new_data(backend, small_batch):
+    _load(backend, small_batch, 1)
+    backend.submit([True, True, True], [True] * 3)
+    first = backend.wait()[0].copy()
+    runs = dict(backend.stats.encoder_runs)
+    backend.submit([False, False, True], [True] * 3)
+    np.testing.assert_array_equal(backend.wait()[0], first)  # same audio re-encoded: same answer
+    assert backend.stats.encoder_runs == {**runs, "audio": runs["audio"] + 1}
+    assert backend.stats.head_runs == 2
+
+
+def test_cached_projection_is_used_until_new_data(backend, small_batch):
+    _load(backend, small_batch, 1)
+    backend.submit([True] * 3, [True] * 3)
+    cached = backend.wait()[0].copy()
+    _load(backend, small_batch, 2)  # new pixels in the buffers, but not announced as fresh
+    backend.submit([False] * 3, [True] * 3)
+    np.testing.assert_array_equal(backend.wait()[0], cached)
+    backend.submit([True] * 3, [True] * 3)
+    assert not np.array_equal(backend.wait()[0], cached)
+
+
+def test_absent_modality_uses_its_absent_projection_and_comes_back(bundle, backend, small_batch):
+    _load(backend, small_batch, 3)
+    backend.submit([True] * 3, [True] * 3)
+    full = backend.wait()[0].copy()
+    backend.submit([False] * 3, [True, True, False])
+    np.testing.assert_array_equal(backend.projection("audio")[0], bundle.absent("fp32")["audio"])
+    runs = backend.stats.encoder_runs["audio"]
+    # Present again with no new sample: the buffer still holds it, so it is encoded again.
+    backend.submit([False] * 3, [True] * 3)
+    np.testing.assert_allclose(backend.wait()[0], full, rtol=1e-6)
+    assert backend.stats.encoder_runs["audio"] == runs + 1
+
+
+def test_steady_state_ticks_allocate_nothing(backend, small_batch):
+    _load(backend, small_batch, 0)
+    patterns = [[True, True, k % 3 == 0] for k in range(3)]
+    for k in range(300):
+        backend.submit(patterns[k % 3], [True, True, k % 7 != 0])
+        backend.wait()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(3000):
+            backend.submit(patterns[k % 3], [True, True, k % 7 != 0])
+            backend.wait()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth <= 0
+
+
+def test_unknown_precision_and_backend_are_clear_errors(bundle):
+    with pytest.raises(BackendError, match="no fp64 variant"):
+        make_backend("onnxruntime", bundle, "fp64")
+    with pytest.raises(BackendError, match="unknown backend 'tensorrtx'"):
+        make_backend("tensorrtx", bundle)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_every_variant_runs_and_agrees_with_fp32_on_the_answer(bundle, small_batch, precision):
+    answers = {}
+    for prec in ("fp32", precision):
+        with make_backend("onnxruntime", bundle, prec) as b:
+            got = []
+            for i in range(len(small_batch)):
+                _load(b, small_batch, i)
+                b.submit([True] * 3, [True] * 3)
+                got.append(int(np.argmax(b.wait()[1])))
+            answers[prec] = got
+    assert answers[precision] == answers["fp32"]

@@ -1,0 +1,81 @@
+"""The device CLI end to end, as a user runs it: real processes, real exit codes, real output."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgefusion.bundle import default_bundle_path
+
+
+def _run(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_demo_json_survives_faults_and_reports():
+    r = _run("demo", "--seconds", "4", "--json", "--faults", "rgb:stop@1-2.5,audio:nan@1.5-2")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) >= 0.9 * 4 * 30, "ticks kept their rate through the faults"
+    for key in ("t", "label", "probs", "present", "sensors", "latency_ms"):
+        assert key in lines[0]
+    t0 = lines[0]["t"]
+    during = [x for x in lines if 1.4 <= x["t"] - t0 <= 2.4]
+    after = [x for x in lines if x["t"] - t0 >= 3.5]
+    assert during and not any(x["present"]["rgb"] for x in during)
+    assert all(x["sensors"]["rgb"] in ("FAILED", "RECONNECTING") for x in during)
+    assert after and all(x["present"]["rgb"] for x in after), "the camera came back"
+    summary = json.loads(r.stderr.strip().splitlines()[-1])
+    assert summary["dropped_nonfinite"]["audio"] > 0
+    assert summary["encoder_runs"]["audio"] < summary["head_runs"] / 2, "audio is encoded per window, not per tick"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "--faults", "rgb:melt@1-2"], "unknown kind 'melt'"),
+        (["demo", "--seconds", "0"], "--seconds must be > 0"),
+        (["run", "--config", "/nonexistent.toml"], "no such config file"),
+        (["info", "--bundle", "/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_no_traceback(args, message):
+    r = _run(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_tampered_bundle_is_refused_naming_the_file(tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    target = copy / "int8" / "audio.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    r = _run("info", "--bundle", str(copy))
+    assert r.returncode == 2 and "int8/audio.onnx" in r.stderr and "sha256" in r.stderr
+    r = _run("demo", "--seconds", "1", "--bundle", str(copy))
+    assert r.returncode == 2 and "int8/audio.onnx" in r.stderr
+
+
+def test_run_writes_a_rotating_json_lines_file(tmp_path):
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "edgefusion.toml"
+    cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\n[runtime]\ntick_hz = 20\n')
+    r = _run("run", "--config", str(cfg), "--seconds", "2")
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) >= 30 and all(json.loads(line)["label"] for line in lines)
+    assert r.stdout == ""
+
+
+def test_info_json_describes_the_shipped_bundle():
+    r = _run("info", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["precisions"] == ["fp32", "fp16", "int8"] and len(info["labels"]) == 7

@@ -1,0 +1,69 @@
+"""``edgefusion-export`` end to end on a tiny run: every step, the report, a bundle that loads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgefusion.bundle import load_bundle
+
+pytest.importorskip("torch")
+
+
+def _run(args, tmp_path, timeout=600):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "edgefusion.export.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_all_steps_make_a_verified_bundle(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "bundle"
+    r = _run(
+        [
+            "all",
+            "--fusion",
+            "lmf,late",
+            "--runs",
+            str(runs),
+            "--train-size",
+            "128",
+            "--epochs",
+            "1",
+            "--heldout-size",
+            "21",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert set(report["models"]) == {"lmf", "late"}
+    lmf = report["models"]["lmf"]
+    assert set(lmf["precisions"]) == {"fp32", "fp16", "int8"}
+    assert lmf["checks"]["split_vs_monolithic_rel_err"] < 1e-5
+    assert lmf["checks"]["ort_vs_torch_rel_err"] < 1e-4
+    assert lmf["checks"]["fp16_full_scale_audio_finite"] is True
+    assert lmf["fusion_parameters"] > 0 and lmf["fusion_head_latency_ms"] > 0
+    bundle = load_bundle(out)
+    assert bundle.precisions == ("fp32", "fp16", "int8")
+    assert bundle.graph_path("int8", "head") == bundle.graph_path("fp32", "head")
+    assert bundle.manifest["calibration"]["samples"] == 448
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp files left behind"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--fusion", "transformer"], "unknown fusion 'transformer'"),
+        (["export", "--fusion", "lmf", "--runs", "/nonexistent-runs"], "no checkpoint there"),
+        (["bundle", "--runs", "/nonexistent-runs", "--out", "/tmp/x"], "compare.json is missing"),
+    ],
+)
+def test_user_errors_are_short_and_clear(tmp_path, args, message):
+    r = _run(args, tmp_path, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,156 @@
+"""Sensor base behaviour (threads, health, reconnect, NaN drop), the audio ring, the simulated rig."""
+
+import time
+
+import numpy as np
+import pytest
+
+from edgefusion.sensors.base import Backoff, Sensor, SensorGone, SensorState
+from edgefusion.sensors.faults import parse_faults
+from edgefusion.sensors.microphone import AudioRing, MicrophoneSensor
+from edgefusion.sensors.simulated import simulated_rig
+
+
+def test_audio_ring_window_is_the_last_samples_across_wraps():
+    ring = AudioRing(window=100, margin=40)
+    stream = np.arange(1000, dtype=np.float32)
+    for start in range(0, 1000, 30):
+        ring.push(stream[start : start + 30])
+        end = min(start + 30, 1000)
+        if end >= 100:
+            np.testing.assert_array_equal(ring.latest(), stream[end - 100 : end])
+    with pytest.raises(ValueError):
+        ring.push(np.zeros(41, np.float32))
+
+
+class _ScriptedDevice(Sensor):
+    """A driver double whose open/capture follow a script: exercises the base class's logic."""
+
+    modality = "rgb"
+
+    def __init__(self, fail_opens=0, lose_after=None, nan_every=0):
+        super().__init__("scripted", backoff=Backoff(0.01, 0.02), read_timeout_s=0.05)
+        self.fail_opens, self.lose_after, self.nan_every = fail_opens, lose_after, nan_every
+        self.opens = self.frames = 0
+
+    def _open(self):
+        self.opens += 1
+        if self.opens <= self.fail_opens:
+            raise OSError("no device")
+
+    def _capture(self, timeout_s):
+        time.sleep(0.005)
+        self.frames += 1
+        if self.lose_after is not None and self.frames == self.lose_after:
+            raise SensorGone("unplugged")
+        bad = self.nan_every and self.frames % self.nan_every == 0
+        return np.full(4, np.nan if bad else self.frames, np.float32), time.monotonic()
+
+    def _close(self):
+        pass
+
+
+def _wait_for(pred, timeout=3.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_failed_opens_are_retried_until_the_device_appears():
+    dev = _ScriptedDevice(fail_opens=3)
+    dev.connect()
+    try:
+        assert _wait_for(lambda: dev.read_latest(0.5) is not None)
+        assert dev.opens == 4 and dev.state(0.5)[0] is SensorState.OK
+    finally:
+        dev.disconnect()
+
+
+def test_a_lost_device_is_reported_and_reopened():
+    dev = _ScriptedDevice(lose_after=5)
+    dev.connect()
+    try:
+        assert _wait_for(lambda: dev.opens >= 2 and dev.read_latest(0.1) is not None)
+        assert dev.state(0.1)[0] is SensorState.OK
+    finally:
+        dev.disconnect()
+    assert dev.state(0.1)[0] is SensorState.FAILED
+
+
+def test_stale_when_no_sample_within_max_age():
+    dev = _ScriptedDevice()
+    dev.connect()
+    try:
+        assert _wait_for(lambda: dev.read_latest(0.5) is not None)
+        later = time.monotonic() + 10
+        assert dev.read_latest(0.5, now=later) is None
+        assert dev.state(0.5, now=later)[0] is SensorState.STALE
+    finally:
+        dev.disconnect()
+
+
+def test_non_finite_samples_are_dropped_and_counted():
+    dev = _ScriptedDevice(nan_every=2)
+    dev.connect()
+    try:
+        assert _wait_for(lambda: dev.dropped_nonfinite >= 5)
+        for _ in range(20):
+            s = dev.read_latest(1.0)
+            assert s is None or np.isfinite(s.data).all()
+    finally:
+        dev.disconnect()
+
+
+class _Tone(MicrophoneSensor):
+    def __init__(self, bad_block=None):
+        super().__init__("tone", sample_rate=1000, window_s=0.5, hop_s=0.1, block=10)
+        self.bad_block, self.blocks = bad_block, 0
+
+    def _open(self):
+        pass
+
+    def _capture(self, timeout_s):
+        time.sleep(0.001)
+        self.blocks += 1
+        block = np.arange(self.blocks * 10, self.blocks * 10 + 10, dtype=np.float32)
+        if self.blocks == self.bad_block:
+            block[3] = np.inf
+        return block, time.monotonic()
+
+    def _close(self):
+        pass
+
+
+def test_microphone_windows_are_contiguous_and_skip_a_bad_block():
+    mic = _Tone(bad_block=70)
+    mic.connect()
+    try:
+        assert _wait_for(lambda: mic.blocks > 200)
+    finally:
+        mic.disconnect()
+    s = mic.read_latest(10.0)
+    assert s is not None and len(s.data) == 500
+    np.testing.assert_array_equal(np.diff(s.data), 1)  # one unbroken run of samples
+    assert mic.dropped_nonfinite == 1
+
+
+def test_simulated_rig_streams_and_recovers_from_a_stop():
+    scenario, sensors = simulated_rig(seed=1, faults=parse_faults("depth:stop@0.6-1.2"))
+    for s in sensors.values():
+        s.connect()
+    try:
+        time.sleep(1.5)
+        rgb = sensors["rgb"].read_latest(0.1)
+        assert rgb is not None and rgb.data.shape == (3, 48, 64)
+        assert rgb.seq >= 30, "about 30 frames per second"
+        audio = sensors["audio"].read_latest(0.3)
+        assert audio is not None and audio.data.shape == (16000,) and np.abs(audio.data).max() > 0
+        depth = sensors["depth"]
+        assert depth.read_latest(0.1) is not None and depth.state(0.1)[0] is SensorState.OK
+        assert scenario.intent_at(0.0) == scenario.intent_at(scenario.segment_s - 0.01)
+    finally:
+        for s in sensors.values():
+            s.disconnect()
