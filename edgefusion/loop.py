@@ -1,9 +1,9 @@
 """The runtime loop: fixed-rate ticks that never wait for a sensor.
 
 Each tick: sync (presence mask, copy fresh samples into the backend's buffers) → submit → one
-wait → the result to the sink writer's thread (JSON and I/O happen there, off the tick). The sensors run on their own threads; a tick only reads
-their newest samples. A tick that overruns its period is counted and the schedule skips ahead
-instead of bursting to catch up.
+wait → the result to the sink writer's thread (JSON and I/O happen there, off the tick). The
+sensors run on their own threads; a tick only reads their newest samples. A tick that overruns
+its period is counted and the schedule skips ahead instead of bursting to catch up.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.base import Sensor
+from edgefusion.sensors.base import SampleSource
 from edgefusion.sinks import Sink, SinkWriter
 from edgefusion.sync import Synchronizer
 
@@ -23,7 +23,7 @@ class Runtime:
     def __init__(
         self,
         backend: Backend,
-        sensors: dict[str, Sensor],
+        sensors: dict[str, SampleSource],
         max_age_s: dict[str, float],
         tick_hz: float = 30.0,
         sinks: tuple[Sink, ...] = (),
@@ -36,6 +36,7 @@ class Runtime:
         self.writer = SinkWriter(sinks) if sinks else None
         self.on_result = on_result
         self.labels = backend.bundle.labels
+        self._uniform = [1.0 / len(self.labels)] * len(self.labels)
         self.ticks = 0
         self.overruns = 0
         self.sync: Synchronizer | None = None
@@ -57,16 +58,20 @@ class Runtime:
         t0 = time.monotonic()
         now = t0 if now is None else now
         st = self.sync.update(now)
-        self.backend.submit(st.fresh, st.present)
-        logits, probs = self.backend.wait()
-        p = probs.tolist()
-        best = p.index(max(p))
         self.ticks += 1
+        if any(st.present):
+            self.backend.submit(st.fresh, st.present)
+            p = self.backend.wait()[1].tolist()
+            best = p.index(max(p))
+            label, confidence = self.labels[best], p[best]
+        else:  # nothing to go on: say so rather than report the head's bias as an answer
+            p = self._uniform
+            label, confidence = None, 0.0
         result = {
             "t": now,
             "tick": self.ticks,
-            "label": self.labels[best],
-            "confidence": p[best],
+            "label": label,
+            "confidence": confidence,
             "probs": dict(zip(self.labels, p)),
             "present": dict(zip(MODALITIES, st.present)),
             "fresh": dict(zip(MODALITIES, st.fresh)),

@@ -7,12 +7,11 @@ never leaves a torn line in the middle of the file.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import json
 import logging
 import logging.handlers
 import os
-import queue
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -69,34 +68,33 @@ class RotatingFileSink(Sink):
 class SinkWriter:
     """Serialises results and writes them to every sink on its own thread.
 
-    The tick only hands over the result dict: JSON encoding and I/O (a slow SD card, a stalled
-    pipe) never lengthen a tick. The queue is bounded; if the sinks fall that far behind, the
-    oldest results are dropped and counted rather than letting memory grow.
+    The tick only appends the result dict to a deque (no lock, no wake-up call); the writer
+    drains it every ``interval_s``, so JSON encoding and I/O (a slow SD card, a stalled pipe)
+    never lengthen a tick. The deque is bounded: if the sinks fall that far behind, the oldest
+    results are dropped and counted rather than letting memory grow.
     """
 
-    def __init__(self, sinks: tuple[Sink, ...], maxsize: int = 4096):
+    def __init__(self, sinks: tuple[Sink, ...], maxlen: int = 4096, interval_s: float = 0.005):
         self.sinks = sinks
         self.dropped = 0
         self.errors = 0
-        self._queue: queue.Queue = queue.Queue(maxsize)
+        self.interval_s = interval_s
+        self._pending: collections.deque = collections.deque(maxlen=maxlen)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
 
     def put(self, result: dict) -> None:
-        try:
-            self._queue.put_nowait(result)
-        except queue.Full:
-            with contextlib.suppress(queue.Empty):
-                self._queue.get_nowait()
+        if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
-            self._queue.put_nowait(result)
+        self._pending.append(result)
 
-    def _run(self) -> None:
-        while True:
-            result = self._queue.get()
-            if result is None:
-                return
-            line = json.dumps(result)
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _drain(self) -> None:
+        while self._pending:
+            line = json.dumps(self._pending.popleft())
             for sink in self.sinks:
                 try:
                     sink.write(line)
@@ -105,9 +103,14 @@ class SinkWriter:
                     if self.errors == 1:
                         print(f"edgefusion: a result sink failed: {err}", file=sys.stderr)
 
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._drain()
+
     def close(self) -> None:
-        """Write everything queued, then close the sinks (fsync for files)."""
-        self._queue.put(None)
+        """Write everything pending, then close the sinks (fsync for files)."""
+        self._stop.set()
         self._thread.join()
+        self._drain()
         for sink in self.sinks:
             sink.close()

@@ -1,10 +1,10 @@
 """Sync: from the sensors' latest samples to what the model sees at one tick.
 
 Every sample carries a time on the one monotonic clock (sensor offsets already applied). At a
-tick, a modality is *present* when its newest sample is no older than its age limit and holds
-only finite values (sensors drop others on their own threads), and *fresh* when that sample has not been fed before: only fresh modalities
-are copied into the backend and re-encoded. The audio window is the microphone's newest window,
-which ends at the tick's time give or take one capture block (10 ms).
+tick, a modality is *present* when its newest sample is no older than its age limit (sensors
+drop non-finite samples on their own threads), and *fresh* when that sample has not been fed
+before: only fresh modalities are copied into the backend and re-encoded. The audio window is
+the microphone's newest window, which ends at the tick's time give or take one capture block.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.base import Sensor, SensorState
+from edgefusion.sensors.base import SampleSource, SensorState
 
 
 @dataclass
@@ -26,7 +26,7 @@ class SyncState:
 
 
 class Synchronizer:
-    def __init__(self, sensors: dict[str, Sensor], max_age_s: dict[str, float], backend: Backend):
+    def __init__(self, sensors: dict[str, SampleSource], max_age_s: dict[str, float], backend: Backend):
         self.sensors = [sensors.get(m) for m in MODALITIES]
         self.max_age = [max_age_s[m] for m in MODALITIES]
         self.buffers = [backend.input_buffer(m)[0] for m in MODALITIES]
@@ -49,5 +49,5 @@ class Synchronizer:
             s.fresh[i] = sample.seq != self._last_seq[i]
             if s.fresh[i]:
                 self._last_seq[i] = sample.seq
-                np.copyto(self.buffers[i], sample.data.reshape(self.buffers[i].shape))
+                np.copyto(self.buffers[i], sample.data)
         return s

@@ -35,8 +35,10 @@ class LiveView:
         if t - self._last_print < (0.1 if self.tty else 1.0):
             return
         self._last_print = t
-        sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]]:<6}" for m in MODALITIES)
-        status = f"{t:6.1f}s  {sensors}  intent {r['label']:<9} {r['confidence']:5.0%}  {r['latency_ms']:5.2f} ms"
+        # A modality whose sensor is fine but whose samples are not used (e.g. NaN) shows "-".
+        sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]] + ('' if r['present'][m] else '-'):<7}" for m in MODALITIES)
+        intent = r["label"] or "(none)"
+        status = f"{t:6.1f}s  {sensors} intent {intent:<9} {r['confidence']:5.0%}  {r['latency_ms']:5.2f} ms"
         if self.truth is not None:
             status += f"  (asked: {self.truth(t)})"
         if self.tty:

@@ -1,12 +1,11 @@
 """The ONNX Runtime backend: bound once, per-modality caching, absent projections, no allocation."""
 
-import tracemalloc
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from edgefusion.backends import BackendError, make_backend
+from edgefusion.bench import allocation_growth
 from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.modalities import MODALITIES, all_patterns
 
@@ -82,19 +81,24 @@ def test_absent_modality_uses_its_absent_projection_and_comes_back(bundle, backe
 def test_steady_state_ticks_allocate_nothing(backend, small_batch):
     _load(backend, small_batch, 0)
     patterns = [[True, True, k % 3 == 0] for k in range(3)]
-    for k in range(300):
+    k = 0
+
+    def tick():
+        nonlocal k
         backend.submit(patterns[k % 3], [True, True, k % 7 != 0])
         backend.wait()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for k in range(3000):
-            backend.submit(patterns[k % 3], [True, True, k % 7 != 0])
-            backend.wait()
-        growth = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert growth <= 0
+        k += 1
+
+    growth = allocation_growth(tick, 3000, warmup=3000)
+    edgefusion_files = {f: b for f, b in growth.items() if "/edgefusion/" in f}
+    assert not any(edgefusion_files.values()), edgefusion_files
+
+
+def test_allocation_growth_sees_a_leak():
+    """The measurement itself must be able to fail, and must name the file that leaks."""
+    kept = []
+    growth = allocation_growth(lambda: kept.append(bytearray(100)), 100, warmup=10)
+    assert growth["total"] >= 100 * 100 and growth[__file__] >= 100 * 100
 
 
 def test_unknown_precision_and_backend_are_clear_errors(bundle):

@@ -13,6 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +30,22 @@ class Sample:
     data: np.ndarray  # owned by the sensor: copy out before the next read_latest
     t: float  # capture time on time.monotonic()'s clock, offset-corrected
     seq: int  # increases by one per new sample: "is this new since I last looked?"
+
+
+class SampleSource(Protocol):
+    """What the loop needs of a sensor. ``Sensor`` implements it for every real or simulated
+    device; a benchmark or a replay may implement it directly."""
+
+    modality: str
+    dropped_nonfinite: int
+
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def read_latest(self, max_age_s: float, now: float | None = None) -> Sample | None: ...
+
+    def state(self, max_age_s: float, now: float | None = None) -> tuple[SensorState, str]: ...
 
 
 class SensorGone(Exception):

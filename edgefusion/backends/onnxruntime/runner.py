@@ -33,7 +33,11 @@ class OnnxRuntimeBackend(Backend):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = self.bundle.graph_path(self.precision, graph)
-        providers = self.providers or ["CPUExecutionProvider"]
+        # The CUDA provider where this onnxruntime build has it (onnxruntime-gpu on a Jetson);
+        # buffers stay in host memory and ORT copies them.
+        providers = self.providers or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+        ]
         try:
             return ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as err:  # ORT raises its own exception types for a refused graph
@@ -46,6 +50,7 @@ class OnnxRuntimeBackend(Backend):
         self._logits = np.zeros((1, self.n_classes), np.float32)
         self._probs = np.zeros((1, self.n_classes), np.float32)
         self._sessions = {g: self._session(g) for g in (*MODALITIES, "head")}
+
         self._bindings = {}
         for m in MODALITIES:
             b = self._sessions[m].io_binding()
