@@ -101,17 +101,21 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
         backend.submit(fresh, present)
         backend.wait()
 
+    monolithic_tick = _monolithic(bundle, backend, data)
+
     for k in range(200):  # warm-up: first runs allocate arenas and pick kernels
         advance(k)
         pipeline_tick(k)
         backend_tick(k)
+        monolithic_tick(k)
 
-    # (a) and (b), interleaved in blocks so a busy machine hurts both alike.
-    wall = {"a": [], "b": []}
-    cpu = {"a": 0.0, "b": 0.0}
+    # (a), (b), (c) interleaved in blocks of 100 ticks, so a busy machine hurts all alike.
+    runs = {"a": backend_tick, "b": pipeline_tick, "c": monolithic_tick}
+    wall: dict[str, list[float]] = {key: [] for key in runs}
+    cpu = dict.fromkeys(runs, 0.0)
     k = 0
     for _ in range(ticks // 100):
-        for key, fn in (("a", backend_tick), ("b", pipeline_tick)):
+        for key, fn in runs.items():
             c0 = time.process_time()
             for _ in range(100):
                 advance(k)
@@ -120,8 +124,6 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
                 wall[key].append(time.perf_counter() - t0)
                 k += 1
             cpu[key] += time.process_time() - c0
-
-    mono = _monolithic_cpu(bundle, backend, data, len(wall["b"]))
 
     def alloc_tick() -> None:
         nonlocal k
@@ -132,22 +134,20 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
     growth = allocation_growth(alloc_tick, alloc_ticks, settle=lambda: _drain(runtime))
     runtime.stop()
 
-    n_b = len(wall["b"])
-    cpu_per_robot_s_b = cpu["b"] / n_b * TICK_HZ
-    cpu_per_robot_s_c = mono["cpu_s"] / mono["ticks"] * TICK_HZ
+    per_robot_s = {key: cpu[key] / len(wall[key]) * TICK_HZ for key in runs}
     report = {
         "backend": backend.name,
         "precision": backend.precision,
-        "ticks": n_b,
+        "ticks": len(wall["b"]),
         "backend_p50_ms": _pct(wall["a"], 50),
         "backend_p99_ms": _pct(wall["a"], 99),
         "tick_p50_ms": _pct(wall["b"], 50),
         "tick_p99_ms": _pct(wall["b"], 99),
-        "monolithic_p50_ms": mono["p50_ms"],
-        "monolithic_p99_ms": mono["p99_ms"],
+        "monolithic_p50_ms": _pct(wall["c"], 50),
+        "monolithic_p99_ms": _pct(wall["c"], 99),
         "overhead_ratio": _pct(wall["b"], 50) / _pct(wall["a"], 50),
-        "cpu_s_per_robot_s": {"tick": cpu_per_robot_s_b, "monolithic": cpu_per_robot_s_c},
-        "caching_compute_ratio": cpu_per_robot_s_c / cpu_per_robot_s_b,
+        "cpu_s_per_robot_s": {"backend": per_robot_s["a"], "tick": per_robot_s["b"], "monolithic": per_robot_s["c"]},
+        "caching_compute_ratio": per_robot_s["c"] / per_robot_s["b"],
         "encoder_runs": dict(backend.stats.encoder_runs),
         "alloc_growth_bytes": growth["total"],
         "alloc_growth_by_file": {k: v for k, v in growth.items() if k != "total"},
@@ -196,8 +196,8 @@ def _drain(runtime: Runtime) -> None:
     gc.collect()
 
 
-def _monolithic_cpu(bundle: Bundle, backend: Backend, data: dict, ticks: int) -> dict:
-    """(c): the monolithic graph on every tick, bound once like the split graphs."""
+def _monolithic(bundle: Bundle, backend: Backend, data: dict):
+    """(c): a tick that runs the monolithic graph on every input, bound once like the split graphs."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -205,24 +205,21 @@ def _monolithic_cpu(bundle: Bundle, backend: Backend, data: dict, ticks: int) ->
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(bundle.graph_path("fp32", "monolithic")), opts, providers=["CPUExecutionProvider"])
-    bufs = {m: np.ascontiguousarray(data[m][:1]) for m in MODALITIES}
+    bufs = {m: np.zeros((1, *data[m].shape[1:]), np.float32) for m in MODALITIES}
     bufs["present"] = np.ones((1, len(MODALITIES)), np.float32)
     out = {name: np.zeros((1, len(bundle.labels)), np.float32) for name in ("logits", "probs")}
     binding = sess.io_binding()
-    for name, buf in [*bufs.items()]:
+    for name, buf in bufs.items():
         binding.bind_input(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
     for name, buf in out.items():
         binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
-    for _ in range(50):
+
+    def tick(k: int) -> None:
+        for m in MODALITIES:
+            np.copyto(bufs[m][0], data[m][k % len(data[m])])
         sess.run_with_iobinding(binding)
-    times = []
-    c0 = time.process_time()
-    for k in range(ticks):
-        np.copyto(bufs["rgb"][0], data["rgb"][k % len(data["rgb"])])
-        t0 = time.perf_counter()
-        sess.run_with_iobinding(binding)
-        times.append(time.perf_counter() - t0)
-    return {"cpu_s": time.process_time() - c0, "ticks": ticks, "p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
+
+    return tick
 
 
 def _torch_eager(checkpoint, data: dict) -> dict:
