@@ -75,7 +75,7 @@ class Runtime:
             "probs": dict(zip(self.labels, p)),
             "present": dict(zip(MODALITIES, st.present)),
             "fresh": dict(zip(MODALITIES, st.fresh)),
-            "sensors": {m: state.value for m, state in zip(MODALITIES, st.states)},
+            "sensors": dict(zip(MODALITIES, st.states)),
             "latency_ms": (time.monotonic() - t0) * 1000,
         }
         if self.writer is not None:

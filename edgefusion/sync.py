@@ -35,19 +35,20 @@ class Synchronizer:
 
     def update(self, now: float) -> SyncState:
         s = self.state
+        present, fresh, states, last = s.present, s.fresh, s.states, self._last_seq
         for i, sensor in enumerate(self.sensors):
             if sensor is None:
-                s.present[i] = s.fresh[i] = False
-                s.states[i] = SensorState.FAILED
+                present[i] = fresh[i] = False
+                states[i] = SensorState.FAILED
                 continue
-            s.states[i] = sensor.state(self.max_age[i], now)[0]
+            states[i] = sensor.state(self.max_age[i], now)[0]
             sample = sensor.read_latest(self.max_age[i], now)
             if sample is None:
-                s.present[i] = s.fresh[i] = False
-                continue
-            s.present[i] = True
-            s.fresh[i] = sample.seq != self._last_seq[i]
-            if s.fresh[i]:
-                self._last_seq[i] = sample.seq
+                present[i] = fresh[i] = False
+            elif sample.seq != last[i]:
+                last[i] = sample.seq
                 np.copyto(self.buffers[i], sample.data)
+                present[i] = fresh[i] = True
+            else:
+                present[i], fresh[i] = True, False
         return s

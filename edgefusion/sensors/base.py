@@ -18,7 +18,9 @@ from typing import Protocol
 import numpy as np
 
 
-class SensorState(enum.Enum):
+class SensorState(str, enum.Enum):
+    """A str, so a result line serialises it as its name with no per-tick conversion."""
+
     OK = "OK"
     STALE = "STALE"
     FAILED = "FAILED"

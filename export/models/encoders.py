@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH
@@ -58,10 +59,8 @@ class RGBEncoder(_ConvEncoder):
         super().__init__(3, dim, widths, (HEIGHT, WIDTH), pool_time=False)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = rgb.float()
-        x = x - x.mean(dim=(2, 3), keepdim=True)
-        x = x / torch.sqrt(torch.mean(x * x, dim=(2, 3), keepdim=True) + 1.0)
-        return self.embed(x.to(self.dtype))
+        # (x - mean) / sqrt(var + 1) per frame and channel: one InstanceNormalization node.
+        return self.embed(F.instance_norm(rgb.float(), eps=1.0).to(self.dtype))
 
 
 class DepthEncoder(_ConvEncoder):
