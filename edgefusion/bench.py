@@ -20,6 +20,7 @@ import tracemalloc
 import numpy as np
 
 from edgefusion.backends.base import Backend
+from edgefusion.backends.onnxruntime.session import open_session
 from edgefusion.bundle import Bundle
 from edgefusion.loop import Runtime
 from edgefusion.modalities import MODALITIES
@@ -36,7 +37,7 @@ class _Replay:
     dropped_nonfinite = 0
 
     def __init__(self, modality: str, frames: np.ndarray, every: int):
-        self.modality, self.frames, self.every = modality, frames, every
+        self.modality, self.every = modality, every
         self._samples = [Sample(f, 0.0, i + 1) for i, f in enumerate(frames)]
         self.current = self._samples[0]
 
@@ -197,17 +198,17 @@ def _drain(runtime: Runtime) -> None:
 
 
 def _monolithic(bundle: Bundle, backend: Backend, data: dict):
-    """(c): a tick that runs the monolithic graph on every input, bound once like the split graphs."""
-    import onnxruntime as ort
+    """(c): a tick that runs the monolithic graph on every input, bound once like the split graphs.
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = getattr(backend, "threads", 1)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(bundle.graph_path("fp32", "monolithic")), opts, providers=["CPUExecutionProvider"])
-    bufs = {m: np.zeros((1, *data[m].shape[1:]), np.float32) for m in MODALITIES}
-    bufs["present"] = np.ones((1, len(MODALITIES)), np.float32)
-    out = {name: np.zeros((1, len(bundle.labels)), np.float32) for name in ("logits", "probs")}
+    The bundle carries the monolithic graph in fp32 only, so (c) is always fp32."""
+    spec = bundle.manifest["monolithic"]
+    sess = open_session(
+        bundle.graph_path("fp32", "monolithic"), getattr(backend, "threads", 1), getattr(backend, "providers", None)
+    )
+    *inputs, present = spec["inputs"]
+    bufs = {name: np.zeros((1, *data[m].shape[1:]), np.float32) for name, m in zip(inputs, MODALITIES)}
+    bufs[present] = np.ones((1, len(MODALITIES)), np.float32)
+    out = {name: np.zeros((1, len(bundle.labels)), np.float32) for name in spec["outputs"]}
     binding = sess.io_binding()
     for name, buf in bufs.items():
         binding.bind_input(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
@@ -215,8 +216,8 @@ def _monolithic(bundle: Bundle, backend: Backend, data: dict):
         binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
 
     def tick(k: int) -> None:
-        for m in MODALITIES:
-            np.copyto(bufs[m][0], data[m][k % len(data[m])])
+        for name, m in zip(inputs, MODALITIES):
+            np.copyto(bufs[name][0], data[m][k % len(data[m])])
         sess.run_with_iobinding(binding)
 
     return tick

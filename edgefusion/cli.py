@@ -11,7 +11,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError, run_cli
@@ -44,28 +43,33 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
 
     bundle = _load_bundle(bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None))
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
-    scenario, sensors = simulated_rig(cfg.source.seed, parse_faults(cfg.source.faults))
-    for m, sensor in sensors.items():
+    rig = simulated_rig(cfg.source.seed, parse_faults(cfg.source.faults))
+    for m, sensor in rig.sensors.items():
         sensor.offset_s = cfg.sensors[m].offset_ms / 1000
     sinks = []
     if json_lines:
         sinks.append(StreamSink(sys.stdout))
     if cfg.output.file:
         sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
-    t0 = time.monotonic()
+    scenario = rig.scenario
     truth = lambda t: bundle.labels[scenario.intent_at(t)]  # noqa: E731
-    view = LiveView(t0, truth) if live and not json_lines else None
-    summary = SessionSummary(t0, truth, scenario.segment_s)
+    view = LiveView(truth) if live and not json_lines else None
+    summary = SessionSummary(truth, scenario.segment_s)
 
     def on_result(r: dict) -> None:
         summary.add(r)
         if view:
             view(r)
 
-    runtime = Runtime(backend, sensors, cfg.max_age_s(), cfg.runtime.tick_hz, tuple(sinks), on_result)
+    runtime = Runtime(backend, rig.sensors, cfg.max_age_s(), cfg.runtime.tick_hz, tuple(sinks), on_result)
     stop = _stop_on_signals()
-    runtime.start()
     try:
+        backend.activate()  # before the rig's clock starts: fault times count from the loop's start
+        t0 = rig.clock.start()
+        summary.t0 = t0
+        if view:
+            view.t0 = t0
+        runtime.start()
         runtime.run(stop, seconds)
     finally:
         runtime.stop()
@@ -121,6 +125,10 @@ def cmd_eval(args) -> int:
 
     if args.samples < 7:
         raise EdgefusionError("--samples must be at least 7")
+    if args.plot and args.no_noise:
+        raise EdgefusionError("--plot draws the noise curves: drop --no-noise")
+    if args.plot and not args.plot.resolve().parent.is_dir():
+        raise EdgefusionError(f"--plot {args.plot}: no such folder")
     bundle = _load_bundle(args.bundle)
     precisions = args.precisions.split(",") if args.precisions else list(bundle.precisions)
     backends = {p: make_backend("onnxruntime", bundle, p) for p in precisions}

@@ -93,7 +93,7 @@ def _require(ok: bool, at: str, key: str, what: str) -> None:
 
 def _section(cls, raw: Any, at: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{at} must be a table ([{at.split(': ')[-1]}])")
+        raise ConfigError(f"{at} must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:

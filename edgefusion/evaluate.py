@@ -29,7 +29,8 @@ def heldout(bundle: Bundle, samples: int) -> TaskBatch:
 
 
 def _predict(backend: Backend, batch: TaskBatch, patterns, corrupt=None) -> dict[tuple, np.ndarray]:
-    """Predicted class per sample for each pattern; every sample is encoded once (caching)."""
+    """Predicted class per sample for each pattern. The backend's caching encodes a sample once,
+    and again only for a modality coming back after a pattern where it was absent."""
     preds = {p: np.empty(len(batch), np.int64) for p in patterns}
     for i in range(len(batch)):
         for m in MODALITIES:
@@ -103,8 +104,12 @@ def plot(report: dict, path) -> None:
     ax.legend(title="noisy modality")
     ax.set_title("Accuracy under noise (MultiBench-style)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise EdgefusionError(f"cannot write the plot to {path}: {err.strerror}") from None
+    finally:
+        plt.close(fig)
 
 
 def render(report: dict) -> str:

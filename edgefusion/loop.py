@@ -3,11 +3,13 @@
 Each tick: sync (presence mask, copy fresh samples into the backend's buffers) → submit → one
 wait → the result to the sink writer's thread (JSON and I/O happen there, off the tick). The
 sensors run on their own threads; a tick only reads their newest samples. A tick that overruns
-its period is counted and the schedule skips ahead instead of bursting to catch up.
+its slot is counted; the next runs at once, and whole missed slots are skipped rather than
+burst through to catch up.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -48,11 +50,13 @@ class Runtime:
             s.connect()
 
     def stop(self) -> None:
-        for s in self.sensors.values():
-            s.disconnect()
-        self.backend.deactivate()
-        if self.writer is not None:
-            self.writer.close()
+        try:
+            for s in self.sensors.values():
+                s.disconnect()
+            self.backend.deactivate()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
 
     def tick(self, now: float | None = None) -> dict:
         t0 = time.monotonic()
@@ -96,6 +100,7 @@ class Runtime:
                 continue
             self.tick(now)
             next_t += self.period
-            if time.monotonic() - next_t > self.period:
-                self.overruns += 1
-                next_t = time.monotonic()
+            late = time.monotonic() - next_t
+            if late > 0:  # ran into the next tick's slot: counted; it runs at once, and
+                self.overruns += 1  # whole slots already missed are skipped, not burst through
+                next_t += math.floor(late / self.period) * self.period

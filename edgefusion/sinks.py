@@ -42,14 +42,20 @@ class StreamSink(Sink):
         self.stream.flush()
 
 
+class _RaisingRotatingHandler(logging.handlers.RotatingFileHandler):
+    """The standard handler prints a traceback per failed record and carries on; a sink must
+    report a full disk to its writer instead, once."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # the error emit() is handling
+
+
 class RotatingFileSink(Sink):
     def __init__(self, path: str | os.PathLike, max_bytes: int = 10_000_000, backups: int = 3):
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-            )
+            self._handler = _RaisingRotatingHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         except OSError as err:
             raise EdgefusionError(f"cannot write results to {path}: {err.strerror}; choose a writable path") from None
         self._handler.setFormatter(logging.Formatter("%(message)s"))
@@ -107,10 +113,17 @@ class SinkWriter:
         while not self._stop.wait(self.interval_s):
             self._drain()
 
-    def close(self) -> None:
-        """Write everything pending, then close the sinks (fsync for files)."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write everything pending, then close the sinks (fsync for files). A sink stuck in a
+        write (a stalled pipe) is given ``timeout_s``, then abandoned with a one-line report."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            print(f"edgefusion: a result sink is stuck; {len(self._pending)} results not written", file=sys.stderr)
+            return
         self._drain()
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OSError as err:
+                print(f"edgefusion: closing a result sink failed: {err}", file=sys.stderr)

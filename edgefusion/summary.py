@@ -14,8 +14,9 @@ SETTLE_S = 1.0
 
 
 class SessionSummary:
-    def __init__(self, t0: float, truth, segment_s: float):
-        self.t0, self.truth, self.segment_s = t0, truth, segment_s
+    def __init__(self, truth, segment_s: float):
+        self.t0 = 0.0  # set to the rig clock's start when the run begins
+        self.truth, self.segment_s = truth, segment_s
         self.latency: list[float] = []
         self.by_pattern: dict[str, list[int]] = {}
         self.first_t: float | None = None

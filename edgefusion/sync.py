@@ -4,7 +4,8 @@ Every sample carries a time on the one monotonic clock (sensor offsets already a
 tick, a modality is *present* when its newest sample is no older than its age limit (sensors
 drop non-finite samples on their own threads), and *fresh* when that sample has not been fed
 before: only fresh modalities are copied into the backend and re-encoded. The audio window is
-the microphone's newest window, which ends at the tick's time give or take one capture block.
+the microphone's newest window: a new one every hop (0.1 s), so it ends at most one hop (plus
+one 10 ms capture block) before the tick; its age limit bounds that.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ _SHORT = {"OK": "ok", "STALE": "stale", "FAILED": "FAILED", "RECONNECTING": "rec
 
 
 class LiveView:
-    def __init__(self, t0: float, truth=None, stream: TextIO | None = None):
-        self.t0 = t0
+    def __init__(self, truth=None, stream: TextIO | None = None):
+        self.t0 = 0.0  # set to the rig clock's start when the run begins
         self.truth = truth  # t (s from start) -> expected label, for the demo's scenario
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgefusion.export import FUSION_KINDS
+
 from edgefusion.atomic import atomic_write
 from edgefusion.errors import EdgefusionError, run_cli
 
@@ -18,8 +20,6 @@ PROG = "edgefusion-export"
 
 
 def _kinds(value: str) -> list[str]:
-    from edgefusion.export.pipeline import FUSION_KINDS
-
     kinds = list(FUSION_KINDS) if value == "all" else value.split(",")
     bad = [k for k in kinds if k not in FUSION_KINDS]
     if bad:
@@ -31,16 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name: str, help: str, fusion_default: str = "all") -> argparse.ArgumentParser:
+    def add(name: str, help: str, fusion: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("--runs", type=Path, default=Path("runs"), help="working folder (default: ./runs)")
-        sp.add_argument(
-            "--fusion",
-            type=_kinds,
-            default=_kinds(fusion_default),
-            metavar="KINDS",
-            help=f"lmf, early, late, tensor, a comma list, or all (default: {fusion_default})",
-        )
+        if fusion:
+            sp.add_argument(
+                "--fusion",
+                type=_kinds,
+                default=_kinds("all"),
+                metavar="KINDS",
+                help="lmf, early, late, tensor, a comma list, or all (default: all)",
+            )
         return sp
 
     for sp in (
@@ -57,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sp.add_argument("--heldout-size", type=int, default=2_000, help="held-out samples (default: 2000)")
         sp.add_argument("--json", action="store_true", help="print the report as JSON")
-    for sp in (add("bundle", "write the deployable bundle from the LMF run", "lmf"), sub.choices["all"]):
-        sp.add_argument("--out", type=Path, required=sp.prog.endswith("bundle"), help="bundle folder to write")
+    for sp in (add("bundle", "write the deployable bundle from the LMF run", fusion=False), sub.choices["all"]):
+        sp.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     return p
 
 
@@ -68,7 +69,10 @@ def _log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from edgefusion.export import pipeline  # torch is imported here, after argument errors are out
+    try:  # torch is imported here, after argument errors are out
+        from edgefusion.export import pipeline
+    except ImportError as err:
+        raise EdgefusionError(f"{err.name or err} is not installed: pip install 'edgefusion[export]'") from None
 
     cmd = args.command
     if cmd in ("train", "all"):
@@ -86,13 +90,17 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"quantized {kind} → {pipeline.quantize_kind(args.runs, kind, calib)}")
     if cmd in ("compare", "all"):
         _compare(args)
-    if cmd in ("bundle", "all") and args.out:
+    if cmd in ("bundle", "all"):
         from edgefusion.export.bundle import build_bundle
 
         report_path = args.runs / "compare.json"
         if not report_path.exists():
             raise EdgefusionError(f"{report_path} is missing; run `{PROG} compare` first")
-        _log(f"bundle → {build_bundle(args.runs, args.out, json.loads(report_path.read_text()))}")
+        try:
+            report = json.loads(report_path.read_text())
+        except json.JSONDecodeError as err:
+            raise EdgefusionError(f"{report_path} is not valid JSON ({err}); run `{PROG} compare` again") from None
+        _log(f"bundle → {build_bundle(args.runs, args.out, report)}")
     return 0
 
 

@@ -16,6 +16,7 @@ from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.train import logits_by_pattern
 
+from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH, TaskBatch
 
@@ -73,6 +74,9 @@ def _fp16_full_scale_finite(model, onnx_dir) -> bool:
 def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
     model, ckpt = load_checkpoint(kind_dir(runs, kind) / "checkpoint.pt")
     onnx_dir = kind_dir(runs, kind) / "onnx"
+    for needed in ("fp32", "fp16", "int8"):
+        if not (onnx_dir / needed).is_dir():
+            raise EdgefusionError(f"{onnx_dir / needed}: missing; run `edgefusion-export export` and `quantize` first")
     y = data.intent
     logits = {prec: _ort_logits(onnx_dir, kind, prec, data) for prec in ("fp32", "int8")}
     logits["fp16"] = logits_by_pattern(to_fp16(model), data)

@@ -11,18 +11,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from edgefusion.backends.onnxruntime.session import open_session
 from edgefusion.modalities import MODALITIES
 from edgefusion.task import TaskBatch
 
 
-def session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def session(path: Path, threads: int = 0):
+    """A CPU session: the exporter's numbers must not depend on whether a GPU is present."""
+    return open_session(path, threads, ["CPUExecutionProvider"])
 
 
 def _chunks(n: int, size: int):
@@ -66,7 +63,7 @@ class SplitRunner:
         return self.head.run(["logits"], feed)[0]
 
 
-def median_latency_ms(sess: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int = 300) -> float:
+def median_latency_ms(sess, feed: dict[str, np.ndarray], runs: int = 300) -> float:
     for _ in range(20):
         sess.run(None, feed)
     times = []

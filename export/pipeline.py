@@ -28,7 +28,6 @@ from edgefusion.export.train import TrainConfig, accuracy_by_pattern, train
 from edgefusion.atomic import atomic_directory, atomic_write
 from edgefusion.errors import EdgefusionError
 
-FUSION_KINDS = ("lmf", "early", "late", "tensor")
 CALIBRATION_SAMPLES = 448  # 64 per presence pattern
 
 
@@ -92,8 +91,11 @@ def export_kind(runs: Path, kind: str) -> Path:
         export_all(model, tmp)
     head = kind_dir(runs, kind) / "fusion_head.onnx"
     tmp_head = head.with_name(".fusion_head.onnx.tmp")
-    export_fusion_head(model, tmp_head)
-    os.replace(tmp_head, head)
+    try:
+        export_fusion_head(model, tmp_head)
+        os.replace(tmp_head, head)
+    finally:
+        tmp_head.unlink(missing_ok=True)
     return out
 
 

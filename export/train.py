@@ -2,7 +2,7 @@
 
 Each sample in a batch gets a presence pattern drawn at random (the full pattern most often,
 then the two-sensor patterns the robot meets when one sensor dies, then single sensors, which
-by the task's design carry no intent and teach the model to say so with a flat output).
+by the task's design are right only in the plain style and teach the model a modest confidence).
 An auxiliary cue loss per encoder (the generator knows which word, gesture and object it made)
 gives the encoders a direct signal; the aux heads are never exported.
 """

@@ -17,15 +17,16 @@ def _run(*args, timeout=60):
 
 
 def test_demo_json_survives_faults_and_reports():
-    r = _run("demo", "--seconds", "4", "--json", "--faults", "rgb:stop@1-2.5,audio:nan@1.5-2")
+    r = _run("demo", "--seconds", "5.5", "--json", "--faults", "rgb:stop@1-2.5,audio:nan@1.5-2")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(lines) >= 0.9 * 4 * 30, "ticks kept their rate through the faults"
+    assert len(lines) >= 0.9 * 5.5 * 30, "ticks kept their rate through the faults"
     for key in ("t", "label", "probs", "present", "sensors", "latency_ms"):
         assert key in lines[0]
     t0 = lines[0]["t"]
     during = [x for x in lines if 1.4 <= x["t"] - t0 <= 2.4]
-    after = [x for x in lines if x["t"] - t0 >= 3.5]
+    # Back within the reconnect backoff's cap (2 s) of the device returning at 2.5 s.
+    after = [x for x in lines if x["t"] - t0 >= 4.6]
     assert during and not any(x["present"]["rgb"] for x in during)
     assert all(x["sensors"]["rgb"] in ("FAILED", "RECONNECTING") for x in during)
     assert after and all(x["present"]["rgb"] for x in after), "the camera came back"

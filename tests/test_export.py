@@ -1,11 +1,11 @@
 """ONNX export: opset, op allow-list, dynamic batch, ONNX Runtime == PyTorch, split == monolithic, fp16."""
 
 import numpy as np
-import onnx
 import pytest
 
 from edgefusion.modalities import MODALITIES, all_patterns
 
+onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 from conftest import SHARED  # noqa: E402

@@ -1,13 +1,12 @@
 """INT8 QDQ: the structure TensorRT needs, the parts kept float, calibration on every pattern."""
 
 import numpy as np
-import onnx
 import pytest
 from edgefusion.calibration.int8_set import CalibrationSet
-from onnx import numpy_helper
 
 from edgefusion.modalities import MODALITIES, all_patterns
 
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from conftest import SHARED  # noqa: E402
@@ -47,7 +46,7 @@ def test_calibration_fingerprint_follows_the_data(calib):
 @pytest.mark.parametrize("graph", [*MODALITIES, "monolithic"])
 def test_qdq_structure(quantized, graph):
     proto = onnx.load(str(quantized[graph]))
-    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     producers = {o: n for n in proto.graph.node for o in n.output}
     qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq, "nothing was quantized"

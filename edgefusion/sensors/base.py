@@ -60,7 +60,7 @@ class Backoff:
     max_s: float = 2.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.first_s * 2**attempt)
+        return min(self.max_s, self.first_s * 2 ** min(attempt, 30))
 
 
 class Sensor(ABC):
@@ -95,7 +95,8 @@ class Sensor(ABC):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-            self._thread = None
+            if not self._thread.is_alive():  # a driver stuck in a call keeps its thread
+                self._thread = None
 
     def read_latest(self, max_age_s: float, now: float | None = None) -> Sample | None:
         """The newest sample if it is at most ``max_age_s`` old, else None. Never blocks."""
@@ -153,8 +154,13 @@ class Sensor(ABC):
         with self._lock:
             self._state, self._reason = state, reason
 
+    def _opened(self) -> None:
+        """After every successful open. A driver that keeps state across samples (a ring of
+        audio) extends this to forget what came before the outage."""
+        self._set_state(SensorState.OK, "")
+
     def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # consecutive failures; reset only once a sample has arrived
         while not self._stop.is_set():
             try:
                 self._open()
@@ -163,16 +169,17 @@ class Sensor(ABC):
                 self._stop.wait(self.backoff.delay(attempt))
                 attempt += 1
                 continue
-            attempt = 0
-            self._set_state(SensorState.OK, "")
+            self._opened()
             try:
                 while not self._stop.is_set():
                     got = self._capture(self.read_timeout_s)
                     if got is not None:
                         self._publish(*got)
+                        attempt = 0
             except Exception as err:  # the device is gone: close, report, retry
                 self._set_state(SensorState.FAILED, f"{type(err).__name__}: {err}")
-                self._stop.wait(self.backoff.delay(0))
+                self._stop.wait(self.backoff.delay(attempt))
+                attempt += 1
             finally:
                 try:
                     self._close()

@@ -1,6 +1,7 @@
 """Scripted sensor faults: ``MODALITY:KIND@START-END`` items, comma-separated, seconds from start.
 
-rgb:stop@4-9        the camera's colour stream is gone (device lost; reconnects after 9 s)
+rgb:stop@4-9        the colour stream's device is gone; it reopens once the fault ends, when
+                    the reconnect backoff next tries (up to 2 s later)
 depth:stall@3-5     frames stop arriving, the device stays open
 rgb:frozen@2-4      the same image again and again, timestamps still advancing
 audio:nan@6-7       samples are NaN

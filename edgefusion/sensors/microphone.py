@@ -19,7 +19,6 @@ class AudioRing:
         self.size = window + margin
         self._buf = np.zeros(2 * self.size, np.float32)
         self._pos = 0  # next write index in [0, size)
-        self.filled = 0
 
     def push(self, block: np.ndarray) -> None:
         n = len(block)
@@ -36,10 +35,9 @@ class AudioRing:
             self._buf[: n - k] = block[k:]
             self._buf[self.size : self.size + n - k] = block[k:]
         self._pos = end % self.size
-        self.filled = min(self.size, self.filled + n)
 
     def latest(self) -> np.ndarray:
-        """The newest ``window`` samples, oldest first (zeros before the ring has filled)."""
+        """The newest ``window`` samples, oldest first."""
         end = self._pos + self.size
         return self._buf[end - self.window : end]
 
@@ -58,6 +56,11 @@ class MicrophoneSensor(Sensor):
         self._ring = AudioRing(int(round(window_s * sample_rate)), margin=max(2 * self.hop, 16 * block))
         self._since_hop = 0
         self._good = 0  # samples since the last dropped block: a window must be all good
+
+    def _opened(self) -> None:
+        # Audio from before an outage must not be handed out as new: start the window afresh.
+        self._good = self._since_hop = 0
+        super()._opened()
 
     def _publish(self, data: np.ndarray, t: float) -> None:
         if not self._finite(data):

@@ -45,14 +45,58 @@ class Scenario:
         return self.intent_and_cues(self.segment(t_s))[0]
 
 
-class _Clock:
-    """Shared start time of one rig, so the streams' scenario time agrees."""
+class RigClock:
+    """The rig's time zero, shared by its streams so their scenario time agrees. Started just
+    before the sensors connect, so fault times count from when the loop starts."""
 
     def __init__(self):
+        self.t0: float | None = None
+
+    def start(self) -> float:
         self.t0 = time.monotonic()
+        return self.t0
 
     def elapsed(self, t: float | None = None) -> float:
+        if self.t0 is None:
+            raise RuntimeError("the rig clock was not started")
         return (time.monotonic() if t is None else t) - self.t0
+
+
+class _Stream:
+    """Real-time pacing and scripted faults, shared by the simulated devices.
+
+    A camera drops frames it is late for (a new frame is always "now"); a microphone never
+    drops samples, so it catches up block by block with exact timestamps.
+    """
+
+    def __init__(self, modality: str, clock: RigClock, faults: tuple[Fault, ...], period: float, catch_up: bool):
+        self.modality, self.clock, self.faults, self.period, self.catch_up = modality, clock, faults, period, catch_up
+        self._next = 0.0
+
+    def open(self) -> None:
+        if active_fault(self.faults, self.modality, self.clock.elapsed()) == "stop":
+            raise SensorGone("no device")
+        self._next = time.monotonic()
+
+    def next_slot(self, timeout_s: float) -> tuple[float, str | None] | None:
+        """Sleep until the next sample is due: (its time, the active fault kind), or None for a
+        timeout or a stall. Raises SensorGone while a "stop" fault is active."""
+        wait = self._next - time.monotonic()
+        if wait > timeout_s:
+            time.sleep(timeout_s)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        if self.catch_up:
+            t = self._next
+            self._next += self.period
+        else:
+            t = time.monotonic()
+            self._next = max(self._next + self.period, t)
+        kind = active_fault(self.faults, self.modality, self.clock.elapsed(t))
+        if kind == "stop":
+            raise SensorGone("device lost")
+        return None if kind == "stall" else (t, kind)
 
 
 def _apply(kind: str | None, data: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -67,39 +111,25 @@ class SimulatedCamera(Sensor):
     """One camera stream (rgb or depth) of the scenario at ``fps``."""
 
     def __init__(
-        self, modality: str, scenario: Scenario, clock: _Clock, faults: tuple[Fault, ...] = (), fps=CAMERA_FPS
+        self, modality: str, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), fps=CAMERA_FPS
     ):
         super().__init__(f"sim-{modality}")
         self.modality = modality
-        self.scenario, self.clock, self.faults, self.period = scenario, clock, faults, 1.0 / fps
+        self.scenario, self.clock = scenario, clock
+        self._stream = _Stream(modality, clock, faults, 1.0 / fps, catch_up=False)
         self._render = render_rgb if modality == "rgb" else render_depth
         self._names = OBJECTS if modality == "rgb" else GESTURES
         self._frame = 0
         self._last: np.ndarray | None = None
 
-    def _fault(self, t: float) -> str | None:
-        return active_fault(self.faults, self.modality, self.clock.elapsed(t))
-
     def _open(self) -> None:
-        if self._fault(time.monotonic()) == "stop":
-            raise SensorGone("no device")
-        self._next = time.monotonic()
+        self._stream.open()
 
     def _capture(self, timeout_s: float):
-        now = time.monotonic()
-        wait = self._next - now
-        if wait > timeout_s:
-            time.sleep(timeout_s)
+        slot = self._stream.next_slot(timeout_s)
+        if slot is None:
             return None
-        if wait > 0:
-            time.sleep(wait)
-        t = time.monotonic()
-        self._next = max(self._next + self.period, t)
-        kind = self._fault(t)
-        if kind == "stop":
-            raise SensorGone("device lost")
-        if kind == "stall":
-            return None
+        t, kind = slot
         self._frame += 1
         if kind == "frozen" and self._last is not None:
             return self._last, t
@@ -107,9 +137,8 @@ class SimulatedCamera(Sensor):
         _, cues = self.scenario.intent_and_cues(segment)
         rng = np.random.default_rng([self.scenario.seed, segment, self._frame, MODALITIES.index(self.modality)])
         data = self._render(self._names[cues[self.modality]], rng)
-        data = _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
-        self._last = data
-        return data, t
+        self._last = _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
+        return self._last, t
 
     def _close(self) -> None:
         self._last = None
@@ -118,9 +147,10 @@ class SimulatedCamera(Sensor):
 class SimulatedMicrophone(MicrophoneSensor):
     """The scenario's speech: its word about once a second over room noise, in real time."""
 
-    def __init__(self, scenario: Scenario, clock: _Clock, faults: tuple[Fault, ...] = (), window_s: float = 1.0):
+    def __init__(self, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), window_s: float = 1.0):
         super().__init__("sim-audio", SAMPLE_RATE, window_s)
-        self.scenario, self.clock, self.faults = scenario, clock, faults
+        self.scenario, self.clock = scenario, clock
+        self._stream = _Stream("audio", clock, faults, self.block / SAMPLE_RATE, catch_up=True)
         self._tracks: dict[int, np.ndarray] = {}
         self._last: np.ndarray | None = None
 
@@ -140,46 +170,42 @@ class SimulatedMicrophone(MicrophoneSensor):
         return self._tracks[segment]
 
     def _open(self) -> None:
-        if active_fault(self.faults, "audio", self.clock.elapsed()) == "stop":
-            raise SensorGone("no device")
-        self._next = time.monotonic()
+        self._stream.open()
 
     def _capture(self, timeout_s: float):
-        dt = self.block / SAMPLE_RATE
-        now = time.monotonic()
-        wait = self._next - now
-        if wait > timeout_s:
-            time.sleep(timeout_s)
+        slot = self._stream.next_slot(timeout_s)
+        if slot is None:
             return None
-        if wait > 0:
-            time.sleep(wait)
-        t_end = self._next
-        self._next += dt
-        kind = active_fault(self.faults, "audio", self.clock.elapsed(t_end))
-        if kind == "stop":
-            raise SensorGone("device lost")
-        if kind == "stall":
-            return None
-        rel = self.clock.elapsed(t_end) - dt
+        t_start, kind = slot
+        t_end = t_start + self._stream.period  # the time of the block's last sample
+        if kind == "frozen" and self._last is not None:
+            return self._last, t_end
+        rel = self.clock.elapsed(t_start)
         segment = self.scenario.segment(rel)
         start = int((rel - segment * self.scenario.segment_s) * SAMPLE_RATE)
         block = self._track(segment)[start : start + self.block]
         if len(block) < self.block:
             block = np.pad(block, (0, self.block - len(block)))
-        if kind == "frozen" and self._last is not None:
-            return self._last, t_end
         rng = np.random.default_rng([self.scenario.seed, int(t_end * 1000)])
         self._last = _apply(kind, block, rng, 20000.0)
         return self._last, t_end
 
     def _close(self) -> None:
-        pass
+        self._last = None
 
 
-def simulated_rig(seed: int = 0, faults: tuple[Fault, ...] = ()) -> tuple[Scenario, dict[str, Sensor]]:
-    scenario, clock = Scenario(seed), _Clock()
-    return scenario, {
+@dataclass(frozen=True)
+class SimulatedRig:
+    scenario: Scenario
+    clock: RigClock
+    sensors: dict[str, Sensor]
+
+
+def simulated_rig(seed: int = 0, faults: tuple[Fault, ...] = ()) -> SimulatedRig:
+    scenario, clock = Scenario(seed), RigClock()
+    sensors: dict[str, Sensor] = {
         "rgb": SimulatedCamera("rgb", scenario, clock, faults),
         "depth": SimulatedCamera("depth", scenario, clock, faults),
         "audio": SimulatedMicrophone(scenario, clock, faults),
     }
+    return SimulatedRig(scenario, clock, sensors)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgefusion.backends.base import Backend, BackendError
+from edgefusion.backends.onnxruntime.session import open_session
 from edgefusion.bundle import Bundle
 from edgefusion.modalities import MODALITIES
 
@@ -24,32 +25,16 @@ class OnnxRuntimeBackend(Backend):
         self.threads = threads
         self.providers = providers
 
-    def _session(self, graph: str):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = self.bundle.graph_path(self.precision, graph)
-        # The CUDA provider where this onnxruntime build has it (onnxruntime-gpu on a Jetson);
-        # buffers stay in host memory and ORT copies them.
-        providers = self.providers or [
-            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
-        ]
-        try:
-            return ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as err:  # ORT raises its own exception types for a refused graph
-            raise BackendError(f"onnxruntime could not load {path}: {str(err).splitlines()[0]}") from err
-
     def _activate_impl(self) -> None:
         manifest = self.bundle.manifest
         self._inputs = {m: np.zeros(self._input_shape(m), np.float32) for m in MODALITIES}
         self._proj = {m: np.zeros(self._projection_shape(m), np.float32) for m in MODALITIES}
         self._logits = np.zeros((1, self.n_classes), np.float32)
         self._probs = np.zeros((1, self.n_classes), np.float32)
-        self._sessions = {g: self._session(g) for g in (*MODALITIES, "head")}
+        self._sessions = {
+            g: open_session(self.bundle.graph_path(self.precision, g), self.threads, self.providers)
+            for g in (*MODALITIES, "head")
+        }
 
         self._bindings = {}
         for m in MODALITIES:
