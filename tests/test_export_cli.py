@@ -53,7 +53,7 @@ def test_all_steps_make_a_verified_bundle(tmp_path):
     assert bundle.precisions == ("fp32", "fp16", "int8")
     assert bundle.graph_path("int8", "head") == bundle.graph_path("fp32", "head")
     assert bundle.manifest["calibration"]["samples"] == 448
-    leftovers = [p for p in (runs, out) for p in p.rglob(".*")]
+    leftovers = [f for d in (runs, out) for f in d.rglob(".*")]
     assert not leftovers, "no temp files left behind"
 
 
