@@ -105,8 +105,11 @@ def train(model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[
 
 
 @torch.no_grad()
-def logits_by_pattern(model: FusionModel, data: TaskBatch, chunk: int = 256) -> dict[str, np.ndarray]:
-    """Logits for every presence pattern, in the model's own precision (fp16 model: true fp16).
+def logits_by_pattern(
+    model: FusionModel, data: TaskBatch, chunk: int = 256, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """Logits for every presence pattern, in the model's own precision (fp16 model: true fp16)
+    on ``device`` (the model must already be there).
 
     The encoders do not depend on the pattern, so each sample is embedded once.
     """
@@ -114,14 +117,15 @@ def logits_by_pattern(model: FusionModel, data: TaskBatch, chunk: int = 256) -> 
     h: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
     for i in range(0, len(data), chunk):
         sl = slice(i, i + chunk)
-        for m, x in model.embed(*(torch.from_numpy(getattr(data, m)[sl]) for m in MODALITIES)).items():
+        inputs = (torch.from_numpy(getattr(data, m)[sl]).to(device) for m in MODALITIES)
+        for m, x in model.embed(*inputs).items():
             h[m].append(x)
     emb = {m: torch.cat(v) for m, v in h.items()}
     dtype = emb["rgb"].dtype
     out = {}
     for p in all_patterns():
-        mask = torch.tensor([p] * len(data), dtype=dtype)
-        out[pattern_name(p)] = model.fusion(emb, mask).float().numpy()
+        mask = torch.tensor([p] * len(data), dtype=dtype, device=device)
+        out[pattern_name(p)] = model.fusion(emb, mask).float().cpu().numpy()
     return out
 
 
