@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 
 from edgefusion.backends.base import Backend
-from edgefusion.backends.onnxruntime.session import open_session
+from edgefusion.backends.onnxruntime.session import open_session, run_options
 from edgefusion.bundle import Bundle
 from edgefusion.loop import Runtime
 from edgefusion.modalities import MODALITIES
@@ -160,15 +160,12 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
     return report
 
 
-def allocation_growth(step, n: int, warmup: int = 15_000, settle=gc.collect) -> dict[str, int]:
+def allocation_growth(step, n: int, warmup: int = 1000, settle=gc.collect) -> dict[str, int]:
     """Bytes still allocated (Python heap) after ``n`` more calls of ``step`` than before them,
     by the source file that allocated them ("total" for the sum).
 
-    Warm-up allocations are not growth: counters passing CPython's cached small ints, and pools
-    that libraries fill on first use. onnxruntime's Python binding keeps 124-byte objects from
-    ``run_with_iobinding`` (with the default run options) whose count drifts for tens of
-    thousands of runs (measured with onnxruntime 1.32; an explicit RunOptions avoids them but
-    costs ~30 us per run): the breakdown shows them apart from edgefusion's own. Snapshots, not
+    Warm-up allocations are not growth: counters passing CPython's cached small ints, and caches
+    that libraries fill on first use. The breakdown names the file that allocated what remains. Snapshots, not
     get_traced_memory(), so the measurement's own objects are not counted; ``settle`` runs
     before each snapshot (by default a garbage collection: cyclic garbage is not growth)."""
     tracemalloc.start()
@@ -215,10 +212,12 @@ def _monolithic(bundle: Bundle, backend: Backend, data: dict):
     for name, buf in out.items():
         binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
 
+    opts = run_options()
+
     def tick(k: int) -> None:
         for name, m in zip(inputs, MODALITIES):
             np.copyto(bufs[name][0], data[m][k % len(data[m])])
-        sess.run_with_iobinding(binding)
+        sess.run_with_iobinding(binding, opts)
 
     return tick
 

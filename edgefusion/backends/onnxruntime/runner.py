@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgefusion.backends.base import Backend, BackendError
-from edgefusion.backends.onnxruntime.session import open_session
+from edgefusion.backends.onnxruntime.session import open_session, run_options
 from edgefusion.bundle import Bundle
 from edgefusion.modalities import MODALITIES
 
@@ -35,6 +35,7 @@ class OnnxRuntimeBackend(Backend):
             g: open_session(self.bundle.graph_path(self.precision, g), self.threads, self.providers)
             for g in (*MODALITIES, "head")
         }
+        self._run_options = run_options()
 
         self._bindings = {}
         for m in MODALITIES:
@@ -56,8 +57,8 @@ class OnnxRuntimeBackend(Backend):
 
     def _enqueue_impl(self, encoders: list[str]) -> None:
         for m in encoders:
-            self._sessions[m].run_with_iobinding(self._bindings[m])
-        self._sessions["head"].run_with_iobinding(self._bindings["head"])
+            self._sessions[m].run_with_iobinding(self._bindings[m], self._run_options)
+        self._sessions["head"].run_with_iobinding(self._bindings["head"], self._run_options)
 
     def wait(self) -> tuple[np.ndarray, np.ndarray]:
         return self._logits[0], self._probs[0]
