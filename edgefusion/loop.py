@@ -9,16 +9,46 @@ burst through to catch up.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.base import SampleSource
+from edgefusion.sensors.base import SampleSource, SensorState
 from edgefusion.sinks import Sink, SinkWriter
 from edgefusion.sync import Synchronizer
+
+
+class TickResult(NamedTuple):
+    """What a tick produces, kept as a tuple on the tick's path; ``as_dict`` is the result
+    line's schema, built where it is consumed (the sink writer's thread, the live view)."""
+
+    t: float  # the tick's time, monotonic seconds
+    tick: int
+    label: str | None  # None when no modality was present
+    confidence: float
+    probs: list[float]  # in label order
+    present: tuple[bool, ...]  # in MODALITIES order
+    fresh: tuple[bool, ...]
+    sensors: tuple[SensorState, ...]
+    latency_ms: float
+
+    def as_dict(self, labels: tuple[str, ...]) -> dict:
+        return {
+            "t": self.t,
+            "tick": self.tick,
+            "label": self.label,
+            "confidence": self.confidence,
+            "probs": dict(zip(labels, self.probs)),
+            "present": dict(zip(MODALITIES, self.present)),
+            "fresh": dict(zip(MODALITIES, self.fresh)),
+            "sensors": dict(zip(MODALITIES, self.sensors)),
+            "latency_ms": self.latency_ms,
+        }
 
 
 class Runtime:
@@ -35,7 +65,8 @@ class Runtime:
         self.sensors = sensors
         self.max_age_s = max_age_s
         self.period = 1.0 / tick_hz
-        self.writer = SinkWriter(sinks) if sinks else None
+        labels = backend.bundle.labels
+        self.writer = SinkWriter(sinks, lambda r: json.dumps(r.as_dict(labels))) if sinks else None
         self.on_result = on_result
         self.labels = backend.bundle.labels
         self._uniform = [1.0 / len(self.labels)] * len(self.labels)
@@ -58,7 +89,7 @@ class Runtime:
             if self.writer is not None:
                 self.writer.close()
 
-    def tick(self, now: float | None = None) -> dict:
+    def tick(self, now: float | None = None) -> TickResult:
         t0 = time.monotonic()
         now = t0 if now is None else now
         st = self.sync.update(now)
@@ -71,21 +102,21 @@ class Runtime:
         else:  # nothing to go on: say so rather than report the head's bias as an answer
             p = self._uniform
             label, confidence = None, 0.0
-        result = {
-            "t": now,
-            "tick": self.ticks,
-            "label": label,
-            "confidence": confidence,
-            "probs": dict(zip(self.labels, p)),
-            "present": dict(zip(MODALITIES, st.present)),
-            "fresh": dict(zip(MODALITIES, st.fresh)),
-            "sensors": dict(zip(MODALITIES, st.states)),
-            "latency_ms": (time.monotonic() - t0) * 1000,
-        }
+        result = TickResult(
+            now,
+            self.ticks,
+            label,
+            confidence,
+            p,
+            tuple(st.present),
+            tuple(st.fresh),
+            tuple(st.states),
+            (time.monotonic() - t0) * 1000,
+        )
         if self.writer is not None:
             self.writer.put(result)
         if self.on_result is not None:
-            self.on_result(result)
+            self.on_result(result.as_dict(self.labels))
         return result
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:

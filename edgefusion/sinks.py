@@ -8,7 +8,6 @@ never leaves a torn line in the middle of the file.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import logging.handlers
 import os
@@ -74,14 +73,15 @@ class RotatingFileSink(Sink):
 class SinkWriter:
     """Serialises results and writes them to every sink on its own thread.
 
-    The tick only appends the result dict to a deque (no lock, no wake-up call); the writer
+    The tick only appends its result to a deque (no lock, no wake-up call); the writer
     drains it every ``interval_s``, so JSON encoding and I/O (a slow SD card, a stalled pipe)
     never lengthen a tick. The deque is bounded: if the sinks fall that far behind, the oldest
     results are dropped and counted rather than letting memory grow.
     """
 
-    def __init__(self, sinks: tuple[Sink, ...], maxlen: int = 4096, interval_s: float = 0.005):
+    def __init__(self, sinks: tuple[Sink, ...], encode, maxlen: int = 4096, interval_s: float = 0.005):
         self.sinks = sinks
+        self.encode = encode  # result -> one line of text
         self.dropped = 0
         self.errors = 0
         self.interval_s = interval_s
@@ -90,7 +90,7 @@ class SinkWriter:
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
 
-    def put(self, result: dict) -> None:
+    def put(self, result) -> None:
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
         self._pending.append(result)
@@ -100,7 +100,7 @@ class SinkWriter:
 
     def _drain(self) -> None:
         while self._pending:
-            line = json.dumps(self._pending.popleft())
+            line = self.encode(self._pending.popleft())
             for sink in self.sinks:
                 try:
                     sink.write(line)

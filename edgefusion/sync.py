@@ -42,8 +42,7 @@ class Synchronizer:
                 present[i] = fresh[i] = False
                 states[i] = SensorState.FAILED
                 continue
-            states[i] = sensor.state(self.max_age[i], now)[0]
-            sample = sensor.read_latest(self.max_age[i], now)
+            sample, states[i], _ = sensor.poll(self.max_age[i], now)
             if sample is None:
                 present[i] = fresh[i] = False
             elif sample.seq != last[i]:

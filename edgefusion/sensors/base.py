@@ -49,6 +49,8 @@ class SampleSource(Protocol):
 
     def state(self, max_age_s: float, now: float | None = None) -> tuple[SensorState, str]: ...
 
+    def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]: ...
+
 
 class SensorGone(Exception):
     """Raised by a driver's ``_capture`` when the device is lost (not a mere timeout)."""
@@ -100,21 +102,22 @@ class Sensor(ABC):
 
     def read_latest(self, max_age_s: float, now: float | None = None) -> Sample | None:
         """The newest sample if it is at most ``max_age_s`` old, else None. Never blocks."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            s = self._latest
-        if s is None or now - s.t > max_age_s:
-            return None
-        return s
+        return self.poll(max_age_s, now)[0]
 
     def state(self, max_age_s: float, now: float | None = None) -> tuple[SensorState, str]:
         """Health as the loop sees it: a connected sensor whose newest sample is too old is STALE."""
+        return self.poll(max_age_s, now)[1:]
+
+    def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]:
+        """read_latest and state at once, under one lock: what the loop asks every tick."""
         now = time.monotonic() if now is None else now
         with self._lock:
             state, reason, latest = self._state, self._reason, self._latest
-        if state is SensorState.OK and (latest is None or now - latest.t > max_age_s):
-            return SensorState.STALE, reason or ("no sample within max age" if latest else "no sample yet")
-        return state, reason
+        if latest is not None and now - latest.t <= max_age_s:
+            return latest, state, reason
+        if state is SensorState.OK:
+            state, reason = SensorState.STALE, reason or ("no sample within max age" if latest else "no sample yet")
+        return None, state, reason
 
     # -- driver side ----------------------------------------------------------------------------
     @abstractmethod
