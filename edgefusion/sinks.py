@@ -13,6 +13,7 @@ import logging.handlers
 import os
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TextIO
@@ -86,7 +87,7 @@ class SinkWriter:
         self.errors = 0
         self.interval_s = interval_s
         self._pending: collections.deque = collections.deque(maxlen=maxlen)
-        self._stop = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
 
@@ -110,13 +111,15 @@ class SinkWriter:
                         print(f"edgefusion: a result sink failed: {err}", file=sys.stderr)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        # A plain sleep, not Event.wait: that allocates a waiter lock on every call.
+        while not self._stopping:
+            time.sleep(self.interval_s)
             self._drain()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write everything pending, then close the sinks (fsync for files). A sink stuck in a
         write (a stalled pipe) is given ``timeout_s``, then abandoned with a one-line report."""
-        self._stop.set()
+        self._stopping = True
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             print(f"edgefusion: a result sink is stuck; {len(self._pending)} results not written", file=sys.stderr)
