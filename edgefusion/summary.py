@@ -1,6 +1,7 @@
 """What a demo session did: rate, latency, caching, and accuracy against the scenario's truth.
 
-Accuracy counts only settled ticks: for the first second after the person changes intent the
+Accuracy counts only settled ticks that gave an answer. With no sensor present a tick says "no
+answer" rather than guessing; and for the first second after the person changes intent the
 audio window still holds the previous word, so those ticks measure the scenario, not the model.
 """
 
@@ -27,7 +28,7 @@ class SessionSummary:
         self.first_t = t if self.first_t is None else self.first_t
         self.last_t = t
         self.latency.append(r["latency_ms"])
-        if t % self.segment_s < SETTLE_S:
+        if t % self.segment_s < SETTLE_S or r["label"] is None:  # nothing present: no answer given
             return
         pattern = pattern_name([r["present"][m] for m in MODALITIES])
         hits = self.by_pattern.setdefault(pattern, [0, 0])

@@ -10,6 +10,7 @@ system packages or torch are needed: this is the README's demo and the runtime's
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,8 @@ class _Stream:
 
     def next_slot(self, timeout_s: float) -> tuple[float, str | None] | None:
         """Sleep until the next sample is due: (its time, the active fault kind), or None for a
-        timeout or a stall. Raises SensorGone while a "stop" fault is active."""
+        timeout or a stall. Raises SensorGone while a "stop" fault is active. A block of audio is
+        stamped with its last sample's time, as a capture callback would."""
         wait = self._next - time.monotonic()
         if wait > timeout_s:
             time.sleep(timeout_s)
@@ -88,12 +90,13 @@ class _Stream:
         if wait > 0:
             time.sleep(wait)
         if self.catch_up:
-            t = self._next
+            start = self._next
             self._next += self.period
+            t = start + self.period
         else:
-            t = time.monotonic()
+            start = t = time.monotonic()
             self._next = max(self._next + self.period, t)
-        kind = active_fault(self.faults, self.modality, self.clock.elapsed(t))
+        kind = active_fault(self.faults, self.modality, self.clock.elapsed(start))
         if kind == "stop":
             raise SensorGone("device lost")
         return None if kind == "stall" else (t, kind)
@@ -107,7 +110,34 @@ def _apply(kind: str | None, data: np.ndarray, rng: np.random.Generator, scale: 
     return data
 
 
-class SimulatedCamera(Sensor):
+class _SimulatedDevice(ABC):
+    """open/capture/close of a simulated device: pacing and faults come from its stream, a
+    "frozen" fault repeats the last sample, and the class makes each new one in ``_make``."""
+
+    _stream: _Stream
+    _last: np.ndarray | None = None
+
+    @abstractmethod
+    def _make(self, t: float, kind: str | None) -> np.ndarray:
+        """A new sample for time ``t`` with the fault ``kind`` (None, "nan" or "noise") applied."""
+
+    def _open(self) -> None:
+        self._stream.open()
+
+    def _capture(self, timeout_s: float):
+        slot = self._stream.next_slot(timeout_s)
+        if slot is None:
+            return None
+        t, kind = slot
+        if kind != "frozen" or self._last is None:
+            self._last = self._make(t, kind)
+        return self._last, t
+
+    def _close(self) -> None:
+        self._last = None
+
+
+class SimulatedCamera(_SimulatedDevice, Sensor):
     """One camera stream (rgb or depth) of the scenario at ``fps``."""
 
     def __init__(
@@ -120,31 +150,17 @@ class SimulatedCamera(Sensor):
         self._render = render_rgb if modality == "rgb" else render_depth
         self._names = OBJECTS if modality == "rgb" else GESTURES
         self._frame = 0
-        self._last: np.ndarray | None = None
 
-    def _open(self) -> None:
-        self._stream.open()
-
-    def _capture(self, timeout_s: float):
-        slot = self._stream.next_slot(timeout_s)
-        if slot is None:
-            return None
-        t, kind = slot
+    def _make(self, t: float, kind: str | None) -> np.ndarray:
         self._frame += 1
-        if kind == "frozen" and self._last is not None:
-            return self._last, t
         segment = self.scenario.segment(self.clock.elapsed(t))
         _, cues = self.scenario.intent_and_cues(segment)
         rng = np.random.default_rng([self.scenario.seed, segment, self._frame, MODALITIES.index(self.modality)])
         data = self._render(self._names[cues[self.modality]], rng)
-        self._last = _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
-        return self._last, t
-
-    def _close(self) -> None:
-        self._last = None
+        return _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
 
 
-class SimulatedMicrophone(MicrophoneSensor):
+class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
     """The scenario's speech: its word about once a second over room noise, in real time."""
 
     def __init__(self, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), window_s: float = 1.0):
@@ -152,7 +168,6 @@ class SimulatedMicrophone(MicrophoneSensor):
         self.scenario, self.clock = scenario, clock
         self._stream = _Stream("audio", clock, faults, self.block / SAMPLE_RATE, catch_up=True)
         self._tracks: dict[int, np.ndarray] = {}
-        self._last: np.ndarray | None = None
 
     def _track(self, segment: int) -> np.ndarray:
         if segment not in self._tracks:
@@ -169,29 +184,15 @@ class SimulatedMicrophone(MicrophoneSensor):
             self._tracks = {segment: (track * level).astype(np.float32)}  # keep one segment only
         return self._tracks[segment]
 
-    def _open(self) -> None:
-        self._stream.open()
-
-    def _capture(self, timeout_s: float):
-        slot = self._stream.next_slot(timeout_s)
-        if slot is None:
-            return None
-        t_start, kind = slot
-        t_end = t_start + self._stream.period  # the time of the block's last sample
-        if kind == "frozen" and self._last is not None:
-            return self._last, t_end
-        rel = self.clock.elapsed(t_start)
+    def _make(self, t_end: float, kind: str | None) -> np.ndarray:
+        rel = self.clock.elapsed(t_end) - self._stream.period  # the block's first sample
         segment = self.scenario.segment(rel)
         start = int((rel - segment * self.scenario.segment_s) * SAMPLE_RATE)
         block = self._track(segment)[start : start + self.block]
         if len(block) < self.block:
             block = np.pad(block, (0, self.block - len(block)))
         rng = np.random.default_rng([self.scenario.seed, int(t_end * 1000)])
-        self._last = _apply(kind, block, rng, 20000.0)
-        return self._last, t_end
-
-    def _close(self) -> None:
-        self._last = None
+        return _apply(kind, block, rng, 20000.0)
 
 
 @dataclass(frozen=True)
