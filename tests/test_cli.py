@@ -2,8 +2,10 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -81,3 +83,29 @@ def test_info_json_describes_the_shipped_bundle():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["precisions"] == ["fp32", "fp16", "int8"] and len(info["labels"]) == 7
+
+
+def test_sigterm_stops_cleanly_with_every_line_whole(tmp_path):
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "edgefusion.toml"
+    cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg)], stderr=subprocess.PIPE
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) >= 30 and [r["tick"] for r in results] == list(range(1, len(results) + 1))
+
+
+def test_a_failing_sink_is_reported_once_and_the_loop_goes_on(tmp_path):
+    cfg = tmp_path / "edgefusion.toml"
+    cfg.write_text('[output]\nstdout = true\nfile = "/dev/full"\n[runtime]\ntick_hz = 20\n')
+    r = _run("run", "--config", str(cfg), "--seconds", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) >= 30, "stdout kept getting results while the file failed"
+    lines = r.stderr.splitlines()
+    assert sum(line.startswith("edgefusion: a result sink failed") for line in lines) == 1, lines
+    assert "Traceback" not in r.stderr
