@@ -61,7 +61,9 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         if view:
             view(r)
 
-    runtime = Runtime(backend, rig.sensors, cfg.max_age_s(), cfg.runtime.tick_hz, tuple(sinks), on_result)
+    runtime = Runtime(
+        backend, rig.sensors, cfg.max_age_s(), cfg.runtime.tick_hz, tuple(sinks), on_result, cfg.output.flush_ms / 1000
+    )
     stop = _stop_on_signals()
     try:
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start

@@ -65,8 +65,10 @@ class OutputSection:
     file: str = ""  # a JSON-lines file, rotated by size; empty: no file
     max_bytes: int = 10_000_000
     backups: int = 3
+    flush_ms: float = 50.0  # results reach the sinks in batches at most this old
 
     def check(self, at: str) -> None:
+        _require(0 < self.flush_ms <= 1000, at, "flush_ms", "between 0 and 1000")
         _require(self.max_bytes >= 1024, at, "max_bytes", ">= 1024")
         _require(self.backups >= 0, at, "backups", ">= 0")
 

@@ -60,13 +60,15 @@ class Runtime:
         tick_hz: float = 30.0,
         sinks: tuple[Sink, ...] = (),
         on_result: Callable[[dict], None] | None = None,
+        flush_s: float = 0.05,
     ):
         self.backend = backend
         self.sensors = sensors
         self.max_age_s = max_age_s
         self.period = 1.0 / tick_hz
         labels = backend.bundle.labels
-        self.writer = SinkWriter(sinks, lambda r: json.dumps(r.as_dict(labels))) if sinks else None
+        encode = lambda r: json.dumps(r.as_dict(labels))  # noqa: E731
+        self.writer = SinkWriter(sinks, encode, interval_s=flush_s) if sinks else None
         self.on_result = on_result
         self.labels = backend.bundle.labels
         self._uniform = [1.0 / len(self.labels)] * len(self.labels)

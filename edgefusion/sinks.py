@@ -76,11 +76,14 @@ class SinkWriter:
 
     The tick only appends its result to a deque (no lock, no wake-up call); the writer
     drains it every ``interval_s``, so JSON encoding and I/O (a slow SD card, a stalled pipe)
-    never lengthen a tick. The deque is bounded: if the sinks fall that far behind, the oldest
+    never lengthen a tick. Draining in batches is what keeps this cheap: measured with
+    ``edgefusion bench``, a 5 ms interval cost 10-15 % more CPU per robot-second than 50 ms
+    (each wake-up contends with the tick thread for the GIL), while 50 ms delays a line by at
+    most 50 ms. The deque is bounded: if the sinks fall that far behind, the oldest
     results are dropped and counted rather than letting memory grow.
     """
 
-    def __init__(self, sinks: tuple[Sink, ...], encode, maxlen: int = 4096, interval_s: float = 0.005):
+    def __init__(self, sinks: tuple[Sink, ...], encode, maxlen: int = 4096, interval_s: float = 0.05):
         self.sinks = sinks
         self.encode = encode  # result -> one line of text
         self.dropped = 0
