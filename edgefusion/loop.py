@@ -46,7 +46,7 @@ class TickResult(NamedTuple):
             "probs": dict(zip(labels, self.probs)),
             "present": dict(zip(MODALITIES, self.present)),
             "fresh": dict(zip(MODALITIES, self.fresh)),
-            "sensors": dict(zip(MODALITIES, self.sensors)),
+            "sensors": {m: state.value for m, state in zip(MODALITIES, self.sensors)},
             "latency_ms": self.latency_ms,
         }
 

@@ -1,0 +1,26 @@
+"""The demo's live view: readable state changes and status lines, terminal or not."""
+
+import io
+
+from edgefusion.loop import TickResult
+from edgefusion.sensors.base import SensorState
+from edgefusion.view import LiveView
+
+LABELS = ("fetch", "stop")
+OK, FAILED = SensorState.OK, SensorState.FAILED
+
+
+def _result(t, states, present, label="stop"):
+    return TickResult(t, 1, label, 0.75, [0.25, 0.75], present, present, states, 0.4).as_dict(LABELS)
+
+
+def test_state_changes_and_status_read_plainly_off_a_terminal():
+    out = io.StringIO()
+    view = LiveView(truth=lambda t: "stop", stream=out)
+    view(_result(0.0, (OK, OK, OK), (True, True, True)))
+    view(_result(1.5, (FAILED, OK, OK), (False, True, True)))
+    view(_result(2.6, (FAILED, OK, OK), (False, True, True), label=None))
+    text = out.getvalue()
+    assert "rgb   OK -> FAILED" in text and "SensorState" not in text and "\x1b" not in text
+    assert "rgb:FAILED-" in text and "intent stop" in text and "75%" in text and "(asked: stop)" in text
+    assert "intent (none)" in text
