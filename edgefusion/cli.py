@@ -31,8 +31,11 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, live: bool) -> dict:
-    """Run the loop on the configured source until ``seconds`` pass or a signal arrives."""
+def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, demo: bool) -> dict | None:
+    """Run the loop on the configured source until ``seconds`` pass or a signal arrives.
+
+    A demo also shows the live view and returns a summary scored against the scenario; a
+    production run keeps nothing per tick (it may run for months)."""
     from edgefusion.backends import make_backend
     from edgefusion.loop import Runtime
     from edgefusion.sensors.faults import parse_faults
@@ -53,8 +56,8 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
     scenario = rig.scenario
     truth = lambda t: bundle.labels[scenario.intent_at(t)]  # noqa: E731
-    view = LiveView(truth) if live and not json_lines else None
-    summary = SessionSummary(truth, scenario.segment_s)
+    view = LiveView(truth) if demo and not json_lines else None
+    summary = SessionSummary(truth, scenario.segment_s) if demo else None
 
     def on_result(r: dict) -> None:
         summary.add(r)
@@ -62,22 +65,28 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
             view(r)
 
     runtime = Runtime(
-        backend, rig.sensors, cfg.max_age_s(), cfg.runtime.tick_hz, tuple(sinks), on_result, cfg.output.flush_ms / 1000
+        backend,
+        rig.sensors,
+        cfg.max_age_s(),
+        cfg.runtime.tick_hz,
+        tuple(sinks),
+        on_result if demo else None,
+        cfg.output.flush_ms / 1000,
     )
     stop = _stop_on_signals()
     try:
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start
         t0 = rig.clock.start()
-        summary.t0 = t0
-        if view:
-            view.t0 = t0
+        for clocked in (summary, view):
+            if clocked is not None:
+                clocked.t0 = t0
         runtime.start()
         runtime.run(stop, seconds)
     finally:
         runtime.stop()
         if view:
             view.close()
-    return summary.report(runtime)
+    return summary.report(runtime) if summary else None
 
 
 def cmd_demo(args) -> int:
@@ -95,7 +104,7 @@ def cmd_demo(args) -> int:
     out = sys.stderr if args.json else sys.stdout
     if not args.json:
         print(f"edgefusion demo: simulated rig, faults: {cfg.source.faults or 'none'}  (Ctrl-C stops)", file=out)
-    report = _session(cfg, args.bundle, args.seconds, json_lines=args.json, live=True)
+    report = _session(cfg, args.bundle, args.seconds, json_lines=args.json, demo=True)
     print(json.dumps(report) if args.json else _render_summary(report), file=out)
     return 0
 
@@ -104,7 +113,7 @@ def cmd_run(args) -> int:
     from edgefusion.config import load_config
 
     cfg = load_config(args.config)
-    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, live=False)
+    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False)
     return 0
 
 
