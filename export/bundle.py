@@ -14,6 +14,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 from edgefusion.export import dataset
+from edgefusion.export.compare import graph_digests
 from edgefusion.export.models.encoders import LogMelFrontEnd
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.quantize import KEEP_FLOAT, QUANTIZED_OPS
@@ -82,6 +83,11 @@ def build_bundle(runs: Path, dest: Path, report: dict) -> Path:
     if "lmf" not in report.get("models", {}):
         raise EdgefusionError("the compare report has no lmf entry; run `edgefusion-export compare` first")
     lmf = report["models"]["lmf"]
+    if lmf.get("graphs_sha256") != graph_digests(onnx_dir):
+        raise EdgefusionError(
+            "the compare report measured other graphs than those now in "
+            f"{onnx_dir} (exported or quantized again since); run `edgefusion-export compare` again"
+        )
 
     files: dict[str, Path] = {}
     variants: dict[str, dict] = {}

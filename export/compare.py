@@ -16,6 +16,7 @@ from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.train import logits_by_pattern
 
+from edgefusion.bundle.loader import sha256_file
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH, TaskBatch
@@ -71,6 +72,11 @@ def _fp16_full_scale_finite(model, onnx_dir) -> bool:
     return bool(np.isfinite(h).all() and all(np.isfinite(o).all() for o in out))
 
 
+def graph_digests(onnx_dir) -> dict[str, str]:
+    """sha256 of every graph measured, so a bundle can prove its accuracy table is about its files."""
+    return {p.relative_to(onnx_dir).as_posix(): sha256_file(p) for p in sorted(onnx_dir.glob("*/*.onnx"))}
+
+
 def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
     model, ckpt = load_checkpoint(kind_dir(runs, kind) / "checkpoint.pt")
     onnx_dir = kind_dir(runs, kind) / "onnx"
@@ -103,6 +109,7 @@ def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
         "fp16_full_scale_audio_finite": _fp16_full_scale_finite(model, onnx_dir),
     }
     result = {
+        "graphs_sha256": graph_digests(onnx_dir),
         "fusion_parameters": model.fusion.fusion_parameters(),
         "fusion_head_latency_ms": median_latency_ms(head_sess, feed),
         "precisions": precisions,

@@ -55,6 +55,11 @@ def test_all_steps_make_a_verified_bundle(tmp_path):
     assert bundle.manifest["calibration"]["samples"] == 448
     leftovers = [f for d in (runs, out) for f in d.rglob(".*")]
     assert not leftovers, "no temp files left behind"
+    # A graph changed after compare: the report no longer describes it, so no bundle is made.
+    head = runs / "lmf" / "onnx" / "fp32" / "head.onnx"
+    head.write_bytes(head.read_bytes() + b"\0")
+    r = _run(["bundle", "--runs", str(runs), "--out", str(tmp_path / "other")], tmp_path)
+    assert r.returncode == 2 and "measured other graphs" in r.stderr and not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize(
