@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgefusionError(f"{err.name or err} is not installed: pip install 'edgefusion[export]'") from None
 
     cmd = args.command
+    if cmd == "all" and "lmf" not in args.fusion:
+        raise EdgefusionError("all makes a bundle, which is LMF: include lmf in --fusion")
     if cmd in ("train", "all"):
         if args.epochs < 1 or args.train_size < 64:
             raise EdgefusionError("--epochs must be >= 1 and --train-size >= 64")
