@@ -1,1 +1,1 @@
-"""INT8 calibration sets (every presence pattern covered) and, later, sensor time-offset calibration."""
+"""INT8 calibration sets (every presence pattern covered) and the rig's audio-video time offset."""
