@@ -101,8 +101,10 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
     def pipeline_tick(k: int) -> None:
         runtime.tick(k * period)
 
+    audio = MODALITIES.index("audio")
+
     def backend_tick(k: int) -> None:
-        fresh[2] = k % AUDIO_EVERY == 0
+        fresh[audio] = k % AUDIO_EVERY == 0
         backend.submit(fresh, present)
         backend.wait()
 

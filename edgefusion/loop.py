@@ -66,11 +66,10 @@ class Runtime:
         self.sensors = sensors
         self.max_age_s = max_age_s
         self.period = 1.0 / tick_hz
-        labels = backend.bundle.labels
+        self.labels = labels = backend.bundle.labels
         encode = lambda r: json.dumps(r.as_dict(labels))  # noqa: E731
         self.writer = SinkWriter(sinks, encode, interval_s=flush_s) if sinks else None
         self.on_result = on_result
-        self.labels = backend.bundle.labels
         self._uniform = [1.0 / len(self.labels)] * len(self.labels)
         self.ticks = 0
         self.overruns = 0
