@@ -1,6 +1,7 @@
 """Audio-video time offset of a rig, from a recording of sharp events (claps seen and heard).
 
-The seed's estimator: tau* = argmin_tau || x_s(t) - x_g(t - tau) ||. Here x_s is the audio's
+The seed's estimator: tau* = argmin_tau || x_s(t) - x_g(t + tau) || (the sign chosen so that
+tau is what to add to the audio timestamps). Here x_s is the audio's
 energy and x_g the camera's per-frame event strength (the brightness of a flash-like event).
 A camera integrates light over each frame's exposure, so the audio is compared the same way: its
 energy averaged over every frame's exposure window, shifted by tau. With several events at

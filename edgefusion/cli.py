@@ -24,11 +24,12 @@ def _load_bundle(path: Path | None):
     return load_bundle(path or default_bundle_path())
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals() -> tuple[threading.Event, dict]:
+    """The first SIGINT/SIGTERM asks the loop to stop; the previous handlers come back for
+    shutdown (restored by the caller), so a second Ctrl-C still interrupts a stuck stop."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return stop, previous
 
 
 def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, demo: bool) -> dict | None:
@@ -44,6 +45,8 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
     from edgefusion.summary import SessionSummary
     from edgefusion.view import LiveView
 
+    if seconds is not None and not seconds > 0:  # also refuses NaN
+        raise EdgefusionError("--seconds must be > 0")
     bundle = _load_bundle(bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None))
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
     rig = simulated_rig(cfg.source.seed, parse_faults(cfg.source.faults))
@@ -73,7 +76,7 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         on_result if demo else None,
         cfg.output.flush_ms / 1000,
     )
-    stop = _stop_on_signals()
+    stop, previous = _stop_on_signals()
     try:
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start
         t0 = rig.clock.start()
@@ -83,6 +86,8 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         runtime.start()
         runtime.run(stop, seconds)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         runtime.stop()
         if view:
             view.close()
@@ -93,8 +98,6 @@ def cmd_demo(args) -> int:
     from edgefusion.config import Config
     from edgefusion.sensors.faults import DEFAULT_DEMO_FAULTS, parse_faults
 
-    if args.seconds <= 0:
-        raise EdgefusionError("--seconds must be > 0")
     cfg = Config()
     cfg.source.faults = DEFAULT_DEMO_FAULTS if args.faults is None else args.faults
     parse_faults(cfg.source.faults)  # a bad SPEC is reported before anything starts

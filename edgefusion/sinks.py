@@ -64,11 +64,13 @@ class RotatingFileSink(Sink):
         self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
 
     def close(self) -> None:
-        stream = self._handler.stream
-        if stream is not None:
-            stream.flush()
-            os.fsync(stream.fileno())
-        self._handler.close()
+        try:
+            stream = self._handler.stream
+            if stream is not None:
+                stream.flush()
+                os.fsync(stream.fileno())
+        finally:
+            self._handler.close()
 
 
 class SinkWriter:
@@ -88,6 +90,8 @@ class SinkWriter:
         self.encode = encode  # result -> one line of text
         self.dropped = 0
         self.errors = 0
+        self.written = 0  # results handed to every sink (or given up on after an error)
+        self.received = 0
         self.interval_s = interval_s
         self._pending: collections.deque = collections.deque(maxlen=maxlen)
         self._stopping = False
@@ -97,21 +101,32 @@ class SinkWriter:
     def put(self, result) -> None:
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
+        self.received += 1
         self._pending.append(result)
-
-    def pending(self) -> int:
-        return len(self._pending)
 
     def _drain(self) -> None:
         while self._pending:
-            line = self.encode(self._pending.popleft())
-            for sink in self.sinks:
-                try:
-                    sink.write(line)
-                except (OSError, ValueError) as err:  # disk full, closed pipe: report, keep the loop
-                    self.errors += 1
-                    if self.errors == 1:
-                        print(f"edgefusion: a result sink failed: {err}", file=sys.stderr)
+            result = self._pending.popleft()
+            try:
+                line = self.encode(result)
+                for sink in self.sinks:
+                    try:
+                        sink.write(line)
+                    except (OSError, ValueError) as err:  # disk full, closed pipe: report, go on
+                        self._report(f"a result sink failed: {err}")
+            except Exception as err:  # a bug in encoding must not kill the writer silently
+                self._report(f"a result could not be written: {type(err).__name__}: {err}")
+            self.written += 1
+
+    def _report(self, message: str) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            print(f"edgefusion: {message}", file=sys.stderr)
+
+    def wait_written(self) -> None:
+        """Block until every result handed over so far has been written (or given up on)."""
+        while self.written + self.dropped < self.received and self._thread.is_alive():
+            time.sleep(0.001)
 
     def _run(self) -> None:
         # A plain sleep, not Event.wait: that allocates a waiter lock on every call.
@@ -128,6 +143,8 @@ class SinkWriter:
             print(f"edgefusion: a result sink is stuck; {len(self._pending)} results not written", file=sys.stderr)
             return
         self._drain()
+        if self.dropped:
+            print(f"edgefusion: {self.dropped} results were dropped: the sinks fell behind", file=sys.stderr)
         for sink in self.sinks:
             try:
                 sink.close()

@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.command
     if cmd == "all" and "lmf" not in args.fusion:
         raise EdgefusionError("all makes a bundle, which is LMF: include lmf in --fusion")
+    if cmd in ("compare", "all") and args.heldout_size < 7:
+        raise EdgefusionError("--heldout-size must be at least 7")
+    if cmd in ("bundle", "all") and not args.out.resolve().parent.is_dir():
+        raise EdgefusionError(f"--out {args.out}: its parent folder does not exist")
     if cmd in ("train", "all"):
         if args.epochs < 1 or args.train_size < 64:
             raise EdgefusionError("--epochs must be >= 1 and --train-size >= 64")
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads(report_path.read_text())
         except json.JSONDecodeError as err:
             raise EdgefusionError(f"{report_path} is not valid JSON ({err}); run `{PROG} compare` again") from None
+        if not isinstance(report, dict):
+            raise EdgefusionError(f"{report_path} is not a compare report; run `{PROG} compare` again")
         _log(f"bundle → {build_bundle(args.runs, args.out, report)}")
     return 0
 
@@ -111,8 +117,6 @@ def _compare(args) -> None:
     from edgefusion.export.bundle import heldout_description
     from edgefusion.export.compare import compare, render_table
 
-    if args.heldout_size < 7:
-        raise EdgefusionError("--heldout-size must be at least 7")
     data = dataset.load(dataset.HELDOUT_SEED, args.heldout_size)
     report = compare(args.runs, args.fusion, data, heldout_description(args.heldout_size))
     with atomic_write(args.runs / "compare.json") as f:

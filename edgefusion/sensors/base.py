@@ -19,7 +19,7 @@ import numpy as np
 
 
 class SensorState(str, enum.Enum):
-    """A str, so a result line serialises it as its name with no per-tick conversion."""
+    """A str subclass: comparable with and serialisable as its plain name."""
 
     OK = "OK"
     STALE = "STALE"

@@ -1,9 +1,10 @@
 """Microphones: blocks of PCM in, a window of the last ``window_s`` seconds out.
 
 Captured blocks go into a ring that is mirrored (every sample written twice, ``size`` apart), so
-the newest window is always one contiguous view: no copy, no allocation per block. The ring is a
-few hops longer than the window, so a window handed out stays intact while the next blocks are
-written, for as long as the loop takes to copy it (far less than the margin).
+the newest window is always one contiguous view: no copy, no allocation per block. The ring is
+two hops (200 ms of audio) longer than the window, so a window handed out stays intact while
+the next blocks are written for that long. The loop copies a new window at its next tick (33 ms
+at 30 Hz), well inside that, and never copies the same window twice.
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ class _Stream:
         """Sleep until the next sample is due: (its time, the active fault kind), or None for a
         timeout or a stall. Raises SensorGone while a "stop" fault is active. A block of audio is
         stamped with its last sample's time, as a capture callback would."""
-        wait = self._next - time.monotonic()
+        # An audio block is ready when its last sample has been captured; a frame when due.
+        ready = self._next + (self.period if self.catch_up else 0.0)
+        wait = ready - time.monotonic()
         if wait > timeout_s:
             time.sleep(timeout_s)
             return None
@@ -95,7 +97,7 @@ class _Stream:
             t = start + self.period
         else:
             start = t = time.monotonic()
-            self._next = max(self._next + self.period, t)
+            self._next = max(self._next + self.period, t + self.period)  # late: drop, don't burst
         kind = active_fault(self.faults, self.modality, self.clock.elapsed(start))
         if kind == "stop":
             raise SensorGone("device lost")
