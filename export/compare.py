@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from edgefusion.export.evaluate import SplitRunner, median_latency_ms, run_monolithic, session
+from edgefusion.export.evaluate import SplitRunner, median_latency_ms, monolithic_logits, session
 from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.train import logits_by_pattern
@@ -31,7 +31,7 @@ def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
 def _ort_logits(onnx_dir, kind: str, precision: str, data: TaskBatch) -> dict[str, np.ndarray]:
     if kind != "lmf":
         mono = onnx_dir / precision / "monolithic.onnx"
-        return {pattern_name(p): run_monolithic(mono, data, p) for p in all_patterns()}
+        return monolithic_logits(mono, data)
     # int8 runs the int8 encoders with the fp32 head and absent projections, as the bundle does.
     float_dir = onnx_dir / ("fp32" if precision == "int8" else precision)
     graphs = {m: onnx_dir / precision / f"{m}.onnx" for m in MODALITIES}
@@ -119,7 +119,7 @@ def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
         "checks": checks,
     }
     if kind == "lmf":
-        mono = {pattern_name(p): run_monolithic(onnx_dir / "fp32" / "monolithic.onnx", data, p) for p in all_patterns()}
+        mono = monolithic_logits(onnx_dir / "fp32" / "monolithic.onnx", data)
         checks["split_vs_monolithic_rel_err"] = max(_rel_err(logits["fp32"][p], mono[p]) for p in PATTERNS)
         split_head = session(onnx_dir / "fp32" / "head.onnx", threads=1)
         with np.load(onnx_dir / "fp32" / "absent.npz") as z:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.backends.onnxruntime.session import open_session
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import TaskBatch
 
 
@@ -27,15 +27,19 @@ def _chunks(n: int, size: int):
         yield slice(i, min(i + size, n))
 
 
-def run_monolithic(path: Path, data: TaskBatch, present: tuple[bool, ...], chunk: int = 256) -> np.ndarray:
+def monolithic_logits(path: Path, data: TaskBatch, patterns=None, chunk: int = 256) -> dict[str, np.ndarray]:
+    """The monolithic graph's logits for each presence pattern (default: every one), keyed by
+    pattern name; one session serves them all."""
     sess = session(path)
-    out = []
-    for sl in _chunks(len(data), chunk):
-        n = sl.stop - sl.start
-        feed = {m: getattr(data, m)[sl] for m in MODALITIES}
-        feed["present"] = np.tile(np.array(present, dtype=np.float32), (n, 1))
-        out.append(sess.run(["logits"], feed)[0])
-    return np.concatenate(out)
+    out = {}
+    for present in patterns or all_patterns():
+        parts = []
+        for sl in _chunks(len(data), chunk):
+            feed = {m: getattr(data, m)[sl] for m in MODALITIES}
+            feed["present"] = np.tile(np.array(present, dtype=np.float32), (sl.stop - sl.start, 1))
+            parts.append(sess.run(["logits"], feed)[0])
+        out[pattern_name(present)] = np.concatenate(parts)
+    return out
 
 
 class SplitRunner:

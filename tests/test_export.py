@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from edgefusion.modalities import MODALITIES, all_patterns
+from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 from conftest import SHARED  # noqa: E402
 from edgefusion.export.compare import full_scale_audio  # noqa: E402
-from edgefusion.export.evaluate import SplitRunner, run_monolithic, session  # noqa: E402
+from edgefusion.export.evaluate import SplitRunner, monolithic_logits, session  # noqa: E402
 from edgefusion.export.models.model import to_fp16  # noqa: E402
 from edgefusion.export.onnx_export import OPSET, TRT_OPS_FILE, graph_ops, trt_supported_ops  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_onnxruntime_matches_pytorch(exported_lmf, small_batch, batch_size):
     sub = TaskBatch(**{f: getattr(batch, f)[:batch_size] for f in TaskBatch.__dataclass_fields__})
     for present in all_patterns():
         ref = _torch_logits(model, sub, present)
-        got = run_monolithic(exported["fp32"]["monolithic"], sub, present)
+        got = monolithic_logits(exported["fp32"]["monolithic"], sub, [present])[pattern_name(present)]
         assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
@@ -78,7 +78,7 @@ def test_split_graphs_compose_to_the_monolithic_graph(exported_lmf, small_batch)
     proj = runner.projections(small_batch)
     for present in all_patterns():
         split = runner.logits(proj, present)
-        mono = run_monolithic(fp32["monolithic"], small_batch, present)
+        mono = monolithic_logits(fp32["monolithic"], small_batch, [present])[pattern_name(present)]
         assert np.abs(split - mono).max() <= 1e-5 * np.abs(mono).max(), present
 
 
@@ -126,5 +126,5 @@ def test_fp16_graph_matches_true_fp16_arithmetic(exported_lmf, small_batch):
     half = to_fp16(model)
     present = (True, True, True)
     ref = _torch_logits(half, small_batch, present)
-    got = run_monolithic(exported["fp16"]["monolithic"], small_batch, present)
+    got = monolithic_logits(exported["fp16"]["monolithic"], small_batch, [present])[pattern_name(present)]
     assert np.abs(got - ref).max() <= 2e-2 * max(1.0, np.abs(ref).max())
