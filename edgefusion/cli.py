@@ -1,4 +1,4 @@
-"""``edgefusion``: the device CLI (demo, run, bench, eval, info). ``--json`` wherever it reports.
+"""``edgefusion``: the device CLI (demo, run, record, bench, eval, info). ``--json`` wherever it reports.
 
 Every command that loads a model takes ``--bundle DIR`` and defaults to the demo bundle shipped
 in the package. User errors are one line on stderr and exit status 2.
@@ -32,15 +32,17 @@ def _stop_on_signals() -> tuple[threading.Event, dict]:
     return stop, previous
 
 
-def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, demo: bool) -> dict | None:
-    """Run the loop on the configured source until ``seconds`` pass or a signal arrives.
+def _session(
+    cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, demo: bool, record: dict | None = None
+) -> dict | None:
+    """Run the loop on the configured source until ``seconds`` pass, a signal arrives or a
+    max-speed replay ends; with ``record`` (out, label), into a session folder as well.
 
-    A demo also shows the live view and returns a summary scored against the scenario; a
+    A demo also shows the live view and returns a summary scored against the rig's truth; a
     production run keeps nothing per tick (it may run for months)."""
     from edgefusion.backends import make_backend
     from edgefusion.loop import Runtime
-    from edgefusion.sensors.faults import parse_faults
-    from edgefusion.sensors.simulated import simulated_rig
+    from edgefusion.rigs import make_rig
     from edgefusion.sinks import RotatingFileSink, StreamSink
     from edgefusion.summary import SessionSummary
     from edgefusion.view import LiveView
@@ -49,18 +51,24 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         raise EdgefusionError("--seconds must be > 0")
     bundle = _load_bundle(bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None))
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
-    rig = simulated_rig(cfg.source.seed, parse_faults(cfg.source.faults))
-    for m, sensor in rig.sensors.items():
-        sensor.offset_s = cfg.sensors[m].offset_ms / 1000
+    rig = make_rig(cfg, bundle.labels)
     sinks = []
     if json_lines:
         sinks.append(StreamSink(sys.stdout))
     if cfg.output.file:
         sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
-    scenario = rig.scenario
-    truth = lambda t: bundle.labels[scenario.intent_at(t)]  # noqa: E731
-    view = LiveView(truth) if demo and not json_lines else None
-    summary = SessionSummary(truth, scenario.segment_s) if demo else None
+    recorder = None
+    if record is not None and record.get("label") not in (None, *bundle.labels):
+        raise EdgefusionError(f"--label {record['label']!r}: not a label of this bundle ({', '.join(bundle.labels)})")
+    if record is not None:
+        from edgefusion.session.recorder import SessionRecorder
+        from edgefusion.task import SAMPLE_RATE
+
+        facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz}
+        recorder = SessionRecorder(record["out"], rig.sensors, SAMPLE_RATE, facts, rig.truth, record.get("label"))
+        sinks.append(recorder.sink())
+    view = LiveView(rig.truth) if demo and not json_lines else None
+    summary = SessionSummary(rig.truth) if demo or record is not None else None
 
     def on_result(r: dict) -> None:
         summary.add(r)
@@ -73,40 +81,73 @@ def _session(cfg, bundle_path: Path | None, seconds: float | None, json_lines: b
         cfg.max_age_s(),
         cfg.runtime.tick_hz,
         tuple(sinks),
-        on_result if demo else None,
+        on_result if summary else None,
         cfg.output.flush_ms / 1000,
     )
     stop, previous = _stop_on_signals()
     try:
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start
-        t0 = rig.clock.start()
+        t0 = rig.start()
         for clocked in (summary, view):
             if clocked is not None:
                 clocked.t0 = t0
+        if recorder is not None:
+            recorder.start(t0)
         runtime.start()
-        runtime.run(stop, seconds)
+        if rig.ticks is not None:  # a replay at max speed: the recorded ticks, no waiting
+            from edgefusion.session.replay import replay_tick
+
+            for tick in rig.ticks:
+                if stop.is_set() or (seconds is not None and tick["t"] - t0 >= seconds):
+                    break
+                replay_tick(runtime, rig.sensors, tick)
+        else:
+            runtime.run(stop, seconds)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.stop()
+        rig.close()
         if view:
             view.close()
-    return summary.report(runtime) if summary else None
+    report = summary.report(runtime) if summary else None
+    if recorder is not None:
+        report["recording"] = {"out": str(recorder.out), **recorder.close()}
+    return report
+
+
+def _apply_source(cfg, source: str | None, max_speed: bool = False) -> None:
+    """``--source`` (simulated, virtual, realsense or replay:DIR) over the config's [source]."""
+    if source is not None:
+        kind, _, path = source.partition(":")
+        if (kind == "replay") != bool(path):
+            raise EdgefusionError(f"--source {source!r}: use simulated, virtual, realsense or replay:DIR")
+        cfg.source.kind, cfg.source.path = kind, path
+    if max_speed:
+        if cfg.source.kind != "replay":
+            raise EdgefusionError("--max-speed replays a session as fast as it runs: use it with --source replay:DIR")
+        cfg.source.realtime = False
+    cfg.source.check("--source")
 
 
 def cmd_demo(args) -> int:
     from edgefusion.config import Config
-    from edgefusion.sensors.faults import DEFAULT_DEMO_FAULTS, parse_faults
+    from edgefusion.sensors.faults import DEFAULT_DEMO_FAULTS
 
     cfg = Config()
-    cfg.source.faults = DEFAULT_DEMO_FAULTS if args.faults is None else args.faults
-    parse_faults(cfg.source.faults)  # a bad SPEC is reported before anything starts
+    cfg.source.kind = args.rig
+    if args.source is not None and args.faults:
+        raise EdgefusionError("--faults: a replay plays what was recorded, faults included")
+    default = DEFAULT_DEMO_FAULTS if args.rig == "simulated" and args.source is None else ""
+    cfg.source.faults = default if args.faults is None else args.faults
     cfg.source.seed = args.seed
+    _apply_source(cfg, args.source, args.max_speed)
     cfg.runtime.precision = args.precision
     cfg.runtime.check("--precision")
     out = sys.stderr if args.json else sys.stdout
     if not args.json:
-        print(f"edgefusion demo: simulated rig, faults: {cfg.source.faults or 'none'}  (Ctrl-C stops)", file=out)
+        what = cfg.source.path if cfg.source.kind == "replay" else f"{cfg.source.kind} rig"
+        print(f"edgefusion demo: {what}, faults: {cfg.source.faults or 'none'}  (Ctrl-C stops)", file=out)
     report = _session(cfg, args.bundle, args.seconds, json_lines=args.json, demo=True)
     print(json.dumps(report) if args.json else _render_summary(report), file=out)
     return 0
@@ -116,7 +157,22 @@ def cmd_run(args) -> int:
     from edgefusion.config import load_config
 
     cfg = load_config(args.config)
+    _apply_source(cfg, args.source, args.max_speed)
     _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False)
+    return 0
+
+
+def cmd_record(args) -> int:
+    from edgefusion.config import Config, load_config
+
+    cfg = load_config(args.config) if args.config else Config()
+    _apply_source(cfg, args.source)
+    if cfg.source.kind == "replay":
+        raise EdgefusionError("record from sensors (simulated, virtual or realsense), not from a replay")
+    if not args.json:
+        print(f"edgefusion record: {cfg.source.kind} rig into {args.out}  (Ctrl-C stops)")
+    report = _session(cfg, args.bundle, args.seconds, json_lines=False, demo=False, record=vars(args))
+    print(json.dumps(report) if args.json else _render_summary(report) + f"\nrecorded into {args.out}")
     return 0
 
 
@@ -220,6 +276,15 @@ def _parser() -> argparse.ArgumentParser:
         help="MODALITY:KIND@START-END,... (kinds: stop, stall, frozen, nan, noise); '' for none",
     )
     sp.add_argument("--seed", type=int, default=0, help="scenario seed (default: 0)")
+    sp.add_argument(
+        "--rig",
+        choices=("simulated", "virtual"),
+        default="simulated",
+        help="simulated (numpy, the default) or virtual (the real RealSense and PortAudio libraries, fed the "
+        "same scenario; needs the sensors extra and PulseAudio)",
+    )
+    sp.add_argument("--source", default=None, metavar="replay:DIR", help="replay a recorded session instead")
+    sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
     sp.add_argument("--precision", default="fp32", help="bundle variant: fp32, fp16 or int8 (default: fp32)")
     sp.add_argument("--json", action="store_true", help="result lines (JSON) on stdout, summary JSON on stderr")
     sp.set_defaults(fn=cmd_demo)
@@ -227,7 +292,18 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("run", "the production entry point: run with a TOML config until stopped")
     sp.add_argument("--config", type=Path, required=True, help="TOML config file (see the README)")
     sp.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until signalled)")
+    sp.add_argument("--source", default=None, help="override [source]: simulated, virtual, realsense or replay:DIR")
+    sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
     sp.set_defaults(fn=cmd_run)
+
+    sp = add("record", "record a session (camera, audio, events, results) from the configured sensors")
+    sp.add_argument("--out", type=Path, required=True, help="new session folder")
+    sp.add_argument("--config", type=Path, default=None, help="TOML config (default: the simulated rig)")
+    sp.add_argument("--source", default=None, help="override [source]: simulated, virtual or realsense")
+    sp.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until signalled)")
+    sp.add_argument("--label", default=None, help="the intent shown throughout (where the rig cannot know it)")
+    sp.add_argument("--json", action="store_true", help="summary as JSON")
+    sp.set_defaults(fn=cmd_record)
 
     sp = add("bench", "runtime overhead over bare inference, caching savings, allocations, memory")
     sp.add_argument("--precision", default="fp32", help="bundle variant (default: fp32)")

@@ -39,14 +39,25 @@ class RuntimeSection:
         _require(self.precision in ("fp32", "fp16", "int8"), at, "precision", "one of fp32, fp16, int8")
 
 
+SOURCE_KINDS = ("simulated", "virtual", "realsense", "replay")
+
+
 @dataclass
 class SourceSection:
     kind: str = "simulated"
-    seed: int = 0
-    faults: str = ""
+    seed: int = 0  # simulated, virtual: the scenario
+    faults: str = ""  # simulated, virtual: a fault script (MODALITY:KIND@START-END,...)
+    path: str = ""  # replay: the session folder
+    realtime: bool = True  # replay: at the recorded pace (false: as fast as the ticks run)
 
     def check(self, at: str) -> None:
-        _require(self.kind == "simulated", at, "kind", '"simulated" (the only source this version has)')
+        _require(self.kind in SOURCE_KINDS, at, "kind", "one of " + ", ".join(f'"{k}"' for k in SOURCE_KINDS))
+        _require(self.kind != "replay" or bool(self.path), at, "path", "a session folder when kind is replay")
+        if self.faults:
+            from edgefusion.sensors.faults import parse_faults
+
+            _require(self.kind in ("simulated", "virtual"), at, "faults", "empty unless kind is simulated or virtual")
+            parse_faults(self.faults)
 
 
 @dataclass

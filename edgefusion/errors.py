@@ -14,6 +14,10 @@ class BundleError(EdgefusionError):
     """A model bundle that must not be run: missing, partial, tampered, or of another format version."""
 
 
+class SessionError(EdgefusionError):
+    """A recorded session (or recording) that cannot be replayed as it is."""
+
+
 def run_cli(main, argv: list[str] | None, prog: str) -> int:
     """Run a CLI entry point: a user error is one line on stderr and exit status 2."""
     import sys

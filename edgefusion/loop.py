@@ -9,12 +9,13 @@ burst through to catch up.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
+
+import orjson
 
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
@@ -36,6 +37,7 @@ class TickResult(NamedTuple):
     fresh: tuple[bool, ...]
     sensors: tuple[SensorState, ...]
     latency_ms: float
+    sample_t: tuple[float | None, ...]  # capture time of each sample used (None: absent)
 
     def as_dict(self, labels: tuple[str, ...]) -> dict:
         return {
@@ -48,6 +50,7 @@ class TickResult(NamedTuple):
             "fresh": dict(zip(MODALITIES, self.fresh)),
             "sensors": {m: state.value for m, state in zip(MODALITIES, self.sensors)},
             "latency_ms": self.latency_ms,
+            "sample_t": dict(zip(MODALITIES, self.sample_t)),
         }
 
 
@@ -67,7 +70,7 @@ class Runtime:
         self.max_age_s = max_age_s
         self.period = 1.0 / tick_hz
         self.labels = labels = backend.bundle.labels
-        encode = lambda r: json.dumps(r.as_dict(labels))  # noqa: E731
+        encode = lambda r: orjson.dumps(r.as_dict(labels)).decode()  # noqa: E731
         self.writer = SinkWriter(sinks, encode, interval_s=flush_s) if sinks else None
         self.on_result = on_result
         self._uniform = [1.0 / len(self.labels)] * len(self.labels)
@@ -113,6 +116,7 @@ class Runtime:
             tuple(st.fresh),
             tuple(st.states),
             (time.monotonic() - t0) * 1000,
+            tuple(st.sample_t),
         )
         if self.writer is not None:
             self.writer.put(result)

@@ -1,4 +1,4 @@
-"""What a demo session did: rate, latency, caching, and accuracy against the scenario's truth.
+"""What a session did: rate, latency, caching, and accuracy against the truth where a rig knows it.
 
 Accuracy counts only settled ticks that gave an answer. With no sensor present a tick says "no
 answer" rather than guessing; and for the first second after the person changes intent the
@@ -15,9 +15,9 @@ SETTLE_S = 1.0
 
 
 class SessionSummary:
-    def __init__(self, truth, segment_s: float):
+    def __init__(self, truth):
         self.t0 = 0.0  # set to the rig clock's start when the run begins
-        self.truth, self.segment_s = truth, segment_s
+        self.truth = truth  # rigs.Truth: t from the start → (intent, seconds since it began)
         self.latency: list[float] = []
         self.by_pattern: dict[str, list[int]] = {}
         self.first_t: float | None = None
@@ -28,11 +28,14 @@ class SessionSummary:
         self.first_t = t if self.first_t is None else self.first_t
         self.last_t = t
         self.latency.append(r["latency_ms"])
-        if t % self.segment_s < SETTLE_S or r["label"] is None:  # nothing present: no answer given
+        if self.truth is None or r["label"] is None:  # no truth known, or no answer given
+            return
+        expected, since = self.truth(t)
+        if expected is None or since < SETTLE_S:
             return
         pattern = pattern_name([r["present"][m] for m in MODALITIES])
         hits = self.by_pattern.setdefault(pattern, [0, 0])
-        hits[0] += r["label"] == self.truth(t)
+        hits[0] += r["label"] == expected
         hits[1] += 1
 
     def report(self, runtime) -> dict:

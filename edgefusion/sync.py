@@ -24,6 +24,7 @@ class SyncState:
     present: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
     fresh: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
     states: list[SensorState] = field(default_factory=lambda: [SensorState.RECONNECTING] * len(MODALITIES))
+    sample_t: list[float | None] = field(default_factory=lambda: [None] * len(MODALITIES))  # capture times used
 
 
 class Synchronizer:
@@ -36,16 +37,19 @@ class Synchronizer:
 
     def update(self, now: float) -> SyncState:
         s = self.state
-        present, fresh, states, last = s.present, s.fresh, s.states, self._last_seq
+        present, fresh, states, sample_t, last = s.present, s.fresh, s.states, s.sample_t, self._last_seq
         for i, sensor in enumerate(self.sensors):
             if sensor is None:
                 present[i] = fresh[i] = False
-                states[i] = SensorState.FAILED
+                states[i], sample_t[i] = SensorState.FAILED, None
                 continue
             sample, states[i], _ = sensor.poll(self.max_age[i], now)
             if sample is None:
                 present[i] = fresh[i] = False
-            elif sample.seq != last[i]:
+                sample_t[i] = None
+                continue
+            sample_t[i] = sample.t
+            if sample.seq != last[i]:
                 last[i] = sample.seq
                 np.copyto(self.buffers[i], sample.data)
                 present[i] = fresh[i] = True

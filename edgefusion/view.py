@@ -18,7 +18,7 @@ _SHORT = {"OK": "ok", "STALE": "stale", "FAILED": "FAILED", "RECONNECTING": "rec
 class LiveView:
     def __init__(self, truth=None, stream: TextIO | None = None):
         self.t0 = 0.0  # set to the rig clock's start when the run begins
-        self.truth = truth  # t (s from start) -> expected label, for the demo's scenario
+        self.truth = truth  # rigs.Truth, where the rig knows what the person means
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self._states: dict[str, str] = {}
@@ -40,7 +40,7 @@ class LiveView:
         intent = r["label"] or "(none)"
         status = f"{t:6.1f}s  {sensors} intent {intent:<9} {r['confidence']:5.0%}  {r['latency_ms']:5.2f} ms"
         if self.truth is not None:
-            status += f"  (asked: {self.truth(t)})"
+            status += f"  (asked: {self.truth(t)[0]})"
         if self.tty:
             self.stream.write("\r\x1b[K" + status)
             self.stream.flush()

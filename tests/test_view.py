@@ -11,12 +11,12 @@ OK, FAILED = SensorState.OK, SensorState.FAILED
 
 
 def _result(t, states, present, label="stop"):
-    return TickResult(t, 1, label, 0.75, [0.25, 0.75], present, present, states, 0.4).as_dict(LABELS)
+    return TickResult(t, 1, label, 0.75, [0.25, 0.75], present, present, states, 0.4, (t,) * 3).as_dict(LABELS)
 
 
 def test_state_changes_and_status_read_plainly_off_a_terminal():
     out = io.StringIO()
-    view = LiveView(truth=lambda t: "stop", stream=out)
+    view = LiveView(truth=lambda t: ("stop", t), stream=out)
     view(_result(0.0, (OK, OK, OK), (True, True, True)))
     view(_result(1.5, (FAILED, OK, OK), (False, True, True)))
     view(_result(2.6, (FAILED, OK, OK), (False, True, True), label=None))

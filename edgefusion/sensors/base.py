@@ -12,6 +12,7 @@ import enum
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,18 @@ class SampleSource(Protocol):
     def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]: ...
 
 
+def _as_seen(
+    latest: Sample | None, state: SensorState, reason: str, max_age_s: float, now: float | None
+) -> tuple[Sample | None, SensorState, str]:
+    """A connected sensor whose newest sample is too old is STALE, and hands out nothing."""
+    now = time.monotonic() if now is None else now
+    if latest is not None and now - latest.t <= max_age_s:
+        return latest, state, reason
+    if state is SensorState.OK:
+        state, reason = SensorState.STALE, reason or ("no sample within max age" if latest else "no sample yet")
+    return None, state, reason
+
+
 class SensorGone(Exception):
     """Raised by a driver's ``_capture`` when the device is lost (not a mere timeout)."""
 
@@ -83,6 +96,9 @@ class Sensor(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped_nonfinite = 0  # samples with NaN/Inf, dropped on the capture thread
+        # Called on the capture thread with every new sample (a session recorder's tap): it
+        # must be quick and must not keep ``data`` past the call without copying it.
+        self.on_sample: Callable[[Sample], None] | None = None
 
     # -- protocol -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -110,14 +126,9 @@ class Sensor(ABC):
 
     def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]:
         """read_latest and state at once, under one lock: what the loop asks every tick."""
-        now = time.monotonic() if now is None else now
         with self._lock:
             state, reason, latest = self._state, self._reason, self._latest
-        if latest is not None and now - latest.t <= max_age_s:
-            return latest, state, reason
-        if state is SensorState.OK:
-            state, reason = SensorState.STALE, reason or ("no sample within max age" if latest else "no sample yet")
-        return None, state, reason
+        return _as_seen(latest, state, reason, max_age_s, now)
 
     # -- driver side ----------------------------------------------------------------------------
     @abstractmethod
@@ -151,7 +162,9 @@ class Sensor(ABC):
         with self._lock:
             self._reason = ""
             self._seq += 1
-            self._latest = Sample(data, t + self.offset_s, self._seq)
+            self._latest = sample = Sample(data, t + self.offset_s, self._seq)
+        if self.on_sample is not None:
+            self.on_sample(sample)
 
     def _set_state(self, state: SensorState, reason: str) -> None:
         with self._lock:
@@ -161,6 +174,11 @@ class Sensor(ABC):
         """After every successful open. A driver that keeps state across samples (a ring of
         audio) extends this to forget what came before the outage."""
         self._set_state(SensorState.OK, "")
+
+    def _stream(self, modality: str) -> StreamView:
+        """A second modality delivered by this device's capture thread (a RealSense gives rgb
+        and depth in one frameset). The driver publishes into it with ``view._publish``."""
+        return StreamView(self, modality)
 
     def _run(self) -> None:
         attempt = 0  # consecutive failures; reset only once a sample has arrived
@@ -191,3 +209,50 @@ class Sensor(ABC):
             if not self._stop.is_set():
                 self._set_state(SensorState.RECONNECTING, "reopening")
         self._set_state(SensorState.FAILED, "disconnected")
+
+
+class StreamView:
+    """One more modality of a multi-stream device: its own newest sample, the device's health.
+
+    Connecting or disconnecting either the device or any of its views starts or stops the one
+    capture thread (both are idempotent), so the loop treats every modality alike.
+    """
+
+    def __init__(self, device: Sensor, modality: str):
+        self.device, self.modality = device, modality
+        self.name = f"{device.name}/{modality}"
+        self._lock = threading.Lock()
+        self._latest: Sample | None = None
+        self._seq = 0
+        self.dropped_nonfinite = 0
+        self.on_sample: Callable[[Sample], None] | None = None  # as Sensor.on_sample
+
+    def connect(self) -> None:
+        self.device.connect()
+
+    def disconnect(self) -> None:
+        self.device.disconnect()
+
+    def _publish(self, data: np.ndarray, t: float) -> None:
+        """Called by the device's capture thread."""
+        if not np.isfinite(data).all():
+            self.dropped_nonfinite += 1
+            return
+        with self._lock:
+            self._seq += 1
+            self._latest = sample = Sample(data, t + self.device.offset_s, self._seq)
+        if self.on_sample is not None:
+            self.on_sample(sample)
+
+    def read_latest(self, max_age_s: float, now: float | None = None) -> Sample | None:
+        return self.poll(max_age_s, now)[0]
+
+    def state(self, max_age_s: float, now: float | None = None) -> tuple[SensorState, str]:
+        return self.poll(max_age_s, now)[1:]
+
+    def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]:
+        with self.device._lock:
+            state, reason = self.device._state, self.device._reason
+        with self._lock:
+            latest = self._latest
+        return _as_seen(latest, state, reason, max_age_s, now)

@@ -9,6 +9,8 @@ at 30 Hz), well inside that, and never copies the same window twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgefusion.sensors.base import Sensor
@@ -57,6 +59,9 @@ class MicrophoneSensor(Sensor):
         self._ring = AudioRing(int(round(window_s * sample_rate)), margin=max(2 * self.hop, 16 * block))
         self._since_hop = 0
         self._good = 0  # samples since the last dropped block: a window must be all good
+        # Called on the capture thread with every good block before any window it completes is
+        # published (a session recorder writes the blocks; a window then ends at its last one).
+        self.on_block: Callable[[np.ndarray, float], None] | None = None
 
     def _opened(self) -> None:
         # Audio from before an outage must not be handed out as new: start the window afresh.
@@ -68,6 +73,8 @@ class MicrophoneSensor(Sensor):
             self._good = 0
             return
         self._ring.push(data)
+        if self.on_block is not None:
+            self.on_block(data, t)
         self._good += len(data)
         self._since_hop += len(data)
         if self._since_hop >= self.hop and self._good >= self._ring.window:

@@ -18,6 +18,7 @@ import numpy as np
 from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.base import Sensor, SensorGone
 from edgefusion.sensors.faults import Fault, active_fault
+from edgefusion.sensors.frames import depth_metres, depth_z16, pcm16, rgb8
 from edgefusion.sensors.microphone import MicrophoneSensor
 from edgefusion.task import GESTURES, N_SYMBOLS, OBJECTS, SAMPLE_RATE, WORDS, encode, style_probabilities
 from edgefusion.task.scenes import render_depth, render_rgb
@@ -104,12 +105,21 @@ class _Stream:
         return None if kind == "stall" else (t, kind)
 
 
-def _apply(kind: str | None, data: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+_QUANTIZE = {
+    "rgb": lambda x: rgb8(x).astype(np.float32),
+    "depth": lambda x: depth_metres(depth_z16(x)),
+    "audio": lambda x: pcm16(x).astype(np.float32),
+}
+
+
+def _apply(kind: str | None, modality: str, data: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """The fault on a new sample, then the device's quantization (see frames.py): a NaN fault
+    stands for a broken driver, so it alone delivers values no device could."""
     if kind == "nan":
         return np.full_like(data, np.nan)
     if kind == "noise":
-        return (data + rng.standard_normal(data.shape).astype(np.float32) * scale).astype(np.float32)
-    return data
+        data = data + rng.standard_normal(data.shape).astype(np.float32) * scale
+    return _QUANTIZE[modality](data)
 
 
 class _SimulatedDevice(ABC):
@@ -159,7 +169,7 @@ class SimulatedCamera(_SimulatedDevice, Sensor):
         _, cues = self.scenario.intent_and_cues(segment)
         rng = np.random.default_rng([self.scenario.seed, segment, self._frame, MODALITIES.index(self.modality)])
         data = self._render(self._names[cues[self.modality]], rng)
-        return _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5)
+        return _apply(kind, self.modality, data, rng, 80.0 if self.modality == "rgb" else 1.5)
 
 
 class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
@@ -194,7 +204,7 @@ class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
         if len(block) < self.block:
             block = np.pad(block, (0, self.block - len(block)))
         rng = np.random.default_rng([self.scenario.seed, int(t_end * 1000)])
-        return _apply(kind, block, rng, 20000.0)
+        return _apply(kind, "audio", block, rng, 20000.0)
 
 
 @dataclass(frozen=True)

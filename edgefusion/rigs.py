@@ -1,0 +1,118 @@
+"""Where the loop's samples come from: the simulated rig, the virtual rig, real devices, a replay.
+
+Every rig is a dict of sample sources (one per modality) plus what the CLI needs around them:
+a clock start, a ground truth where the rig knows what the person meant, and a close. Real
+drivers and their libraries are imported only by the rig that uses them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.sensors.base import SampleSource
+
+# t (s since the rig started) → (the intent the person means or None, seconds since it began)
+Truth = Callable[[float], tuple["str | None", float]]
+
+
+@dataclass
+class Rig:
+    kind: str
+    sensors: dict[str, SampleSource]
+    start: Callable[[], float]  # starts the rig's clock just before the loop; returns t0
+    truth: Truth | None = None
+    close: Callable[[], None] = lambda: None
+    # Replay at max speed: the recorded ticks to re-run, on the recorded clock (else: real time).
+    ticks: list[dict] | None = None
+    facts: dict = field(default_factory=dict)  # what a recording of this rig should say about it
+
+
+def make_rig(cfg, labels: tuple[str, ...]) -> Rig:
+    kind = cfg.source.kind
+    if kind == "simulated":
+        return _simulated(cfg, labels)
+    if kind == "virtual":
+        from edgefusion.sensors.virtual import virtual_rig
+
+        return virtual_rig(cfg, labels)
+    if kind == "realsense":
+        return _devices(cfg)
+    if kind == "replay":
+        return _replay(cfg)
+    raise EdgefusionError(f"unknown source kind {kind!r}")  # config validation keeps this unreachable
+
+
+def scenario_truth(scenario, labels: tuple[str, ...]) -> Truth:
+    return lambda t: (labels[scenario.intent_at(t)], t % scenario.segment_s)
+
+
+def _simulated(cfg, labels) -> Rig:
+    from edgefusion.sensors.faults import parse_faults
+    from edgefusion.sensors.simulated import simulated_rig
+
+    rig = simulated_rig(cfg.source.seed, parse_faults(cfg.source.faults))
+    for m, sensor in rig.sensors.items():
+        sensor.offset_s = cfg.sensors[m].offset_ms / 1000
+    return Rig(
+        "simulated",
+        rig.sensors,
+        rig.clock.start,
+        scenario_truth(rig.scenario, labels),
+        facts={"source": "simulated", "seed": cfg.source.seed, "faults": cfg.source.faults},
+    )
+
+
+def _devices(cfg) -> Rig:
+    """The robot's own sensors: a RealSense for rgb + depth, a microphone through PortAudio."""
+    import time
+
+    from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone
+    from edgefusion.sensors.realsense import RealSenseCamera
+
+    camera = RealSenseCamera(cfg.camera, offset_s=cfg.sensors["rgb"].offset_ms / 1000)
+    camera.depth.offset_s = cfg.sensors["depth"].offset_ms / 1000
+    mic = PyAudioMicrophone(cfg.microphone, offset_s=cfg.sensors["audio"].offset_ms / 1000)
+    return Rig(
+        "realsense",
+        {"rgb": camera, "depth": camera.depth, "audio": mic},
+        time.monotonic,
+        facts={"source": "realsense", "serial": cfg.camera.serial, "microphone": cfg.microphone.device},
+    )
+
+
+def _replay(cfg) -> Rig:
+    """A recorded session: in real time from now, or at max speed on the recorded tick times."""
+    import time
+
+    from edgefusion.session.layout import load_session
+    from edgefusion.session.replay import recorded_ticks, replay_sources
+
+    session = load_session(cfg.source.path)
+    sources = replay_sources(session)
+    t_rec = session.t_start
+    shift = [0.0]
+
+    def start() -> float:
+        if cfg.source.realtime:
+            shift[0] = time.monotonic() - t_rec
+            for s in sources.values():
+                s.shift = shift[0]
+        return t_rec + shift[0]
+
+    label_times = [t for t, _ in session.labels]
+
+    def truth(t: float) -> tuple[str | None, float]:
+        i = bisect.bisect_right(label_times, t_rec + t) - 1
+        return (None, 0.0) if i < 0 else (session.labels[i][1], t_rec + t - label_times[i])
+
+    return Rig(
+        "replay",
+        sources,
+        start,
+        truth if session.labels else None,
+        ticks=None if cfg.source.realtime else recorded_ticks(session, cfg.runtime.tick_hz),
+        facts={"source": "replay", "path": str(session.root), "warnings": session.warnings},
+    )
