@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--train-size", type=int, default=10_000, help="training samples (default: 10000)")
     add("export", "export trained models to ONNX (opset 17), fp32 and fp16")
     add("quantize", "make INT8 QDQ graphs, calibrated on every presence pattern")
+    for name in ("train", "quantize", "all"):
+        sub.choices[name].add_argument(
+            "--sessions",
+            type=Path,
+            nargs="+",
+            default=(),
+            metavar="DIR",
+            help="recorded sessions (edgefusion record): added to training; INT8 calibrates on them instead",
+        )
     for sp in (
         add("compare", "accuracy per precision and presence pattern, fusion size, head latency"),
         sub.choices["all"],
@@ -86,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             raise EdgefusionError("--epochs must be >= 1 and --train-size >= 64")
         cfg = pipeline.TrainConfig(epochs=args.epochs)
         for kind in args.fusion:
-            pipeline.train_kind(kind, args.runs, cfg, pipeline.DataSizes(train=args.train_size), log=_log)
+            pipeline.train_kind(
+                kind, args.runs, cfg, pipeline.DataSizes(train=args.train_size), _log, tuple(args.sessions)
+            )
     if cmd in ("export", "all"):
         for kind in args.fusion:
             _log(f"exported {kind} → {pipeline.export_kind(args.runs, kind)}")
     if cmd in ("quantize", "all"):
-        calib = pipeline.calibration_set()
+        calib = pipeline.calibration_set(tuple(args.sessions))
         for kind in args.fusion:
             _log(f"quantized {kind} → {pipeline.quantize_kind(args.runs, kind, calib)}")
     if cmd in ("compare", "all"):

@@ -24,7 +24,7 @@ def _cache_dir() -> Path:
     return Path(root) / "edgefusion" / "datasets"
 
 
-def _concat(parts: list[TaskBatch]) -> TaskBatch:
+def concat(parts: list[TaskBatch]) -> TaskBatch:
     return TaskBatch(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in TaskBatch.__dataclass_fields__})
 
 
@@ -37,9 +37,9 @@ def build(seed: int, n: int, workers: int | None = None) -> TaskBatch:
     chunks = [(seed, min(_CHUNK, n - s), s) for s in range(0, n, _CHUNK)]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(chunks) == 1:
-        return _concat([_generate_chunk(c) for c in chunks])
+        return concat([_generate_chunk(c) for c in chunks])
     with ProcessPoolExecutor(workers) as pool:
-        return _concat(list(pool.map(_generate_chunk, chunks)))
+        return concat(list(pool.map(_generate_chunk, chunks)))
 
 
 def load(seed: int, n: int, cache: bool = True) -> TaskBatch:

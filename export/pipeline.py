@@ -27,6 +27,8 @@ from edgefusion.export.train import TrainConfig, accuracy_by_pattern, train
 
 from edgefusion.atomic import atomic_directory, atomic_write
 from edgefusion.errors import EdgefusionError
+from edgefusion.session.dataset import session_batch
+from edgefusion.task import INTENTS
 
 CALIBRATION_SAMPLES = 448  # 64 per presence pattern
 
@@ -41,9 +43,16 @@ def kind_dir(runs: Path, kind: str) -> Path:
     return Path(runs) / kind
 
 
-def train_kind(kind: str, runs: Path, cfg: TrainConfig, sizes: DataSizes, log=print) -> Path:
+def train_kind(
+    kind: str, runs: Path, cfg: TrainConfig, sizes: DataSizes, log=print, sessions: tuple[Path, ...] = ()
+) -> Path:
+    """Train on the built-in task, plus every labelled example of the recorded ``sessions``."""
     torch.set_num_threads(os.cpu_count() or 1)
     data = dataset.load(dataset.TRAIN_SEED, sizes.train)
+    if sessions:
+        recorded = session_batch(sessions, INTENTS)
+        log(f"adding {len(recorded)} examples from {len(sessions)} recorded session(s)")
+        data = dataset.concat([data, recorded])
     heldout = dataset.load(dataset.HELDOUT_SEED, sizes.heldout)
     model = FusionModel(ModelConfig(fusion=kind))
     log(f"training {kind} on {sizes.train} samples (seed {dataset.TRAIN_SEED})")
@@ -61,6 +70,7 @@ def train_kind(kind: str, runs: Path, cfg: TrainConfig, sizes: DataSizes, log=pr
                 **cfg.to_dict(),
                 "train_seed": dataset.TRAIN_SEED,
                 "train_samples": sizes.train,
+                "sessions": [str(p) for p in sessions],
                 "seconds": result["seconds"],
                 "history": result["history"],
                 "torch": str(torch.__version__),
@@ -99,7 +109,12 @@ def export_kind(runs: Path, kind: str) -> Path:
     return out
 
 
-def calibration_set() -> CalibrationSet:
+def calibration_set(sessions: tuple[Path, ...] = ()) -> CalibrationSet:
+    """The built-in task's calibration seed, or examples spread over recorded sessions (the
+    robot's own camera and room: the ranges INT8 must cover there)."""
+    if sessions:
+        batch = session_batch(sessions, INTENTS, max_examples=CALIBRATION_SAMPLES)
+        return CalibrationSet.from_batch(batch, f"{len(batch)} examples of sessions {', '.join(map(str, sessions))}")
     batch = dataset.load(dataset.CALIBRATION_SEED, CALIBRATION_SAMPLES)
     return CalibrationSet.from_batch(batch, f"built-in task, seed {dataset.CALIBRATION_SEED}")
 

@@ -81,7 +81,9 @@ def train(model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[
             logits = model.fusion(h, present)
             loss = F.cross_entropy(logits, intent[idx])
             for i, m in enumerate(MODALITIES):
-                loss = loss + cfg.aux_weight * F.cross_entropy(model.aux[m](h[m]), cues[idx, i])
+                known = cues[idx, i] >= 0  # recorded sessions do not know what each cue said
+                if known.any():
+                    loss = loss + cfg.aux_weight * F.cross_entropy(model.aux[m](h[m][known]), cues[idx, i][known])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

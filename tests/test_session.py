@@ -160,3 +160,55 @@ def _truncate(path):
 def test_a_missing_session_folder_is_a_clear_error(tmp_path):
     r = _cli("run", "--config", "/dev/null", "--source", f"replay:{tmp_path / 'nope'}")
     assert r.returncode == 2 and "no such session folder" in r.stderr
+
+
+def test_sessions_become_labelled_training_examples(recorded):
+    from edgefusion.session.dataset import session_batch
+    from edgefusion.task import INTENTS
+
+    out, _ = recorded
+    session = load_session(out)
+    batch = session_batch([out], INTENTS)
+    assert 5 <= len(batch) <= len(session.windows)
+    assert batch.rgb.shape[1:] == (3, 48, 64) and batch.audio.shape[1:] == (16000,)
+    assert (batch.cues == -1).all(), "a recording does not know what each cue said"
+    # Each example's label is the one recorded for its window's time.
+    labelled = {session.label_at(t) for t, _ in session.windows}
+    assert {INTENTS[i] for i in batch.intent} <= labelled
+    spread = session_batch([out, out], INTENTS, max_examples=7)
+    assert len(spread) == 7
+
+
+def test_int8_calibrates_on_recorded_sessions(recorded, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from edgefusion.calibration.int8_set import CalibrationSet
+    from edgefusion.export.quantize import quantize_graph
+
+    from edgefusion.modalities import all_patterns
+    from edgefusion.session.dataset import session_batch
+    from edgefusion.task import INTENTS
+
+    out, _ = recorded
+    calib = CalibrationSet.from_batch(session_batch([out], INTENTS), f"session {out}")
+    assert {tuple(p) for p in calib.present.tolist()} == {tuple(map(float, p)) for p in all_patterns()}
+    graph = quantize_graph(default_bundle_path() / "fp32" / "rgb.onnx", tmp_path / "rgb.onnx", calib)
+    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(graph)).graph.node)
+    assert np.isfinite(sess.run(None, {sess.get_inputs()[0].name: calib.inputs["rgb"][:2]})[0]).all()
+
+
+def test_training_takes_recorded_sessions(recorded):
+    pytest.importorskip("torch")
+    from edgefusion.export import dataset
+    from edgefusion.export.models.model import FusionModel, ModelConfig
+    from edgefusion.export.train import TrainConfig, train
+
+    from edgefusion.session.dataset import session_batch
+    from edgefusion.task import INTENTS, generate
+
+    out, _ = recorded
+    data = dataset.concat([generate(5, 32), session_batch([out], INTENTS)])
+    model = FusionModel(ModelConfig(fusion="lmf"))
+    result = train(model, data, TrainConfig(epochs=1, batch_size=16), log=lambda m: None)
+    assert np.isfinite(result["history"][0]["loss"])
