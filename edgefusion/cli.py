@@ -1,4 +1,6 @@
-"""``edgefusion``: the device CLI (demo, run, record, bench, eval, info). ``--json`` wherever it reports.
+"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, bench, eval, info).
+
+``--json`` wherever a command reports.
 
 Every command that loads a model takes ``--bundle DIR`` and defaults to the demo bundle shipped
 in the package. User errors are one line on stderr and exit status 2.
@@ -64,7 +66,8 @@ def _session(
         from edgefusion.session.recorder import SessionRecorder
         from edgefusion.task import SAMPLE_RATE
 
-        facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz}
+        offsets = {m: s.offset_ms for m, s in cfg.sensors.items()}
+        facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz, "offsets_ms": offsets}
         recorder = SessionRecorder(record["out"], rig.sensors, SAMPLE_RATE, facts, rig.truth, record.get("label"))
         sinks.append(recorder.sink())
     view = LiveView(rig.truth) if demo and not json_lines else None
@@ -173,6 +176,38 @@ def cmd_record(args) -> int:
         print(f"edgefusion record: {cfg.source.kind} rig into {args.out}  (Ctrl-C stops)")
     report = _session(cfg, args.bundle, args.seconds, json_lines=False, demo=False, record=vars(args))
     print(json.dumps(report) if args.json else _render_summary(report) + f"\nrecorded into {args.out}")
+    return 0
+
+
+def cmd_calibrate_offset(args) -> int:
+    from edgefusion.calibration.time_offset import session_offset
+    from edgefusion.config import set_sensor_offset
+    from edgefusion.session.layout import load_session
+
+    est = session_offset(args.session)
+    recorded = load_session(args.session).facts.get("offsets_ms", {}).get("audio", 0.0)
+    offset_ms = recorded + est.offset_s * 1000
+    report = {
+        "offset_ms": offset_ms,
+        "correction_ms": est.offset_s * 1000,
+        "recorded_with_ms": recorded,
+        "residual": est.residual,
+        "event_frames": est.events_frames,
+    }
+    if est.events_frames < 3 or est.residual > 1.0:
+        raise EdgefusionError(
+            f"{args.session}: no clear clapper events (frames with events: {est.events_frames}, residual "
+            f"{est.residual:.2f}); record again with a flash-and-click clapper in view, several times"
+        )
+    if args.config:
+        set_sensor_offset(args.config, "audio", offset_ms)
+        report["config"] = str(args.config)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"audio-video offset: [sensors.audio] offset_ms = {offset_ms:.2f}  (residual {est.residual:.3f})")
+        if args.config:
+            print(f"written to {args.config}")
     return 0
 
 
@@ -304,6 +339,16 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--label", default=None, help="the intent shown throughout (where the rig cannot know it)")
     sp.add_argument("--json", action="store_true", help="summary as JSON")
     sp.set_defaults(fn=cmd_record)
+
+    sp = sub.add_parser(
+        "calibrate-offset",
+        help="the audio-video time offset from a recorded session of claps",
+        description="the audio-video time offset from a recorded session of claps (an LED clapper seen and heard)",
+    )
+    sp.add_argument("--session", type=Path, required=True, help="a session recorded with `edgefusion record`")
+    sp.add_argument("--config", type=Path, default=None, help="write [sensors.audio] offset_ms into this TOML file")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_calibrate_offset)
 
     sp = add("bench", "runtime overhead over bare inference, caching savings, allocations, memory")
     sp.add_argument("--precision", default="fp32", help="bundle variant (default: fp32)")

@@ -154,3 +154,31 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     return parse_config(raw, str(path))
+
+
+def set_sensor_offset(path: str | Path, modality: str, offset_ms: float) -> None:
+    """Write ``[sensors.<modality>] offset_ms`` into a config file, keeping the rest of it (and
+    its comments) as it is; the result is validated before it replaces the file."""
+    from edgefusion.atomic import atomic_write
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines()
+    header, line = f"[sensors.{modality}]", f"offset_ms = {offset_ms:.2f}"
+    starts = [i for i, x in enumerate(lines) if x.strip() == header]
+    if not starts:
+        lines += ["", header, line]
+    else:
+        end = next((j for j in range(starts[0] + 1, len(lines)) if lines[j].lstrip().startswith("[")), len(lines))
+        keys = [j for j in range(starts[0] + 1, end) if lines[j].split("=")[0].strip() == "offset_ms"]
+        if keys:
+            lines[keys[0]] = line
+        else:
+            lines.insert(starts[0] + 1, line)
+    new = "\n".join(lines).lstrip("\n") + "\n"
+    try:
+        parse_config(tomllib.loads(new), str(path))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    with atomic_write(path) as f:
+        f.write(new.encode())

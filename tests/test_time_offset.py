@@ -41,3 +41,51 @@ def test_a_recording_without_events_does_not_pretend():
     frames = 50 + rng.normal(0, 2, (300, 8, 8))
     est = estimate_av_offset(rng.normal(0, 0.01, 10 * SR), SR, 0.0, np.arange(1, 301) / FPS, brightness(frames))
     assert est.residual > 1.5, "noise against noise matches nothing"
+
+
+def test_calibrate_offset_writes_the_config_from_a_recorded_session(tmp_path):
+    """A session recorded while claps were seen and heard: the command finds the offset and
+    writes it into the config, keeping the rest of the file."""
+    pytest.importorskip("pyrealsense2")
+    import json
+    import subprocess
+    import sys
+    import wave
+
+    from edgefusion.sensors.frames import pcm16
+    from edgefusion.session.camera_file import CameraFileWriter, camera_file_name
+    from edgefusion.session.layout import SESSION_FORMAT
+
+    late_s = 0.043
+    audio, t0, frame_end, frames = _recording(late_s, seed=3)
+    session = tmp_path / "claps"
+    session.mkdir()
+    camera = CameraFileWriter(session / camera_file_name(), (48, 64))
+    for t, f in zip(frame_end, frames):
+        camera.write("rgb", np.full((3, 48, 64), f.mean(), np.float32), float(t))
+    camera.close()
+    with wave.open(str(session / "audio.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm16(audio * 10_000).tobytes())
+    events = [{"t": 0.0, "kind": "start", "format": SESSION_FORMAT, "sample_rate": SR, "offsets_ms": {"audio": 5.0}}]
+    events += [{"t": t0 + (end - 1) / SR, "kind": "window", "end": end} for end in range(SR, len(audio), SR // 10)]
+    (session / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    config = tmp_path / "robot.toml"
+    config.write_text("# the robot\n[runtime]\ntick_hz = 30.0\n\n[sensors.audio]\nmax_age_ms = 250.0\n")
+
+    cmd = ["calibrate-offset", "--session", str(session), "--config", str(config)]
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    text = config.read_text()
+    assert text.startswith("# the robot\n") and "max_age_ms = 250.0" in text
+    from edgefusion.config import load_config
+
+    # The recording ran with +5 ms already applied; the stamps were late_s late on top of that.
+    assert abs(load_config(config).sensors["audio"].offset_ms - (5.0 - late_s * 1000)) <= 5.0

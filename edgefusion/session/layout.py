@@ -37,6 +37,8 @@ class Session:
     facts: dict  # the start event: format, sample rate, source, bundle...
     frames: dict[str, list[tuple[float, np.ndarray]]]  # rgb, depth: (t, float32 frame), in time order
     windows: list[tuple[float, np.ndarray]]  # (t, float32 audio window), in time order
+    audio: np.ndarray | None = None  # all of audio.wav, float32 in 16-bit steps
+    window_ends: list[int] = field(default_factory=list)  # the sample of ``audio`` each window ends at
     states: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # modality → (t, state) changes
     labels: list[tuple[float, str]] = field(default_factory=list)  # (t, intent from then on)
     ticks: list[dict] = field(default_factory=list)  # the recorded run's results (t, label, probs, present)
@@ -82,7 +84,7 @@ def load_session(root: str | Path, window_s: float = 1.0) -> Session:
 
     rate = int(facts.get("sample_rate", 0))
     window = int(round(window_s * rate))
-    audio = _read_wav(root / AUDIO_FILE, rate, complete, session.warnings)
+    audio = session.audio = _read_wav(root / AUDIO_FILE, rate, complete, session.warnings)
     for e in events[1:]:
         kind, t = e.get("kind"), e.get("t")
         if kind == "window":
@@ -92,6 +94,7 @@ def load_session(root: str | Path, window_s: float = 1.0) -> Session:
                     raise SessionError(f"{root / AUDIO_FILE}: shorter than its events say; the session is damaged")
                 break  # the rest of the audio was not written before the recorder died
             session.windows.append((t, audio[end - window : end]))
+            session.window_ends.append(end)
         elif kind == "state":
             session.states.setdefault(e["modality"], []).append((t, e["state"]))
         elif kind == "label":
