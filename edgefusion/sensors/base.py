@@ -221,6 +221,7 @@ class StreamView:
     def __init__(self, device: Sensor, modality: str):
         self.device, self.modality = device, modality
         self.name = f"{device.name}/{modality}"
+        self.offset_s = 0.0  # this stream's own calibration offset, as Sensor.offset_s
         self._lock = threading.Lock()
         self._latest: Sample | None = None
         self._seq = 0
@@ -234,13 +235,13 @@ class StreamView:
         self.device.disconnect()
 
     def _publish(self, data: np.ndarray, t: float) -> None:
-        """Called by the device's capture thread."""
+        """Called by the device's capture thread with the device's time (before any offset)."""
         if not np.isfinite(data).all():
             self.dropped_nonfinite += 1
             return
         with self._lock:
             self._seq += 1
-            self._latest = sample = Sample(data, t + self.device.offset_s, self._seq)
+            self._latest = sample = Sample(data, t + self.offset_s, self._seq)
         if self.on_sample is not None:
             self.on_sample(sample)
 

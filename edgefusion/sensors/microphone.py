@@ -78,5 +78,5 @@ class MicrophoneSensor(Sensor):
         self._good += len(data)
         self._since_hop += len(data)
         if self._since_hop >= self.hop and self._good >= self._ring.window:
-            self._since_hop = 0
+            self._since_hop %= self.hop  # keep the overshoot: uneven blocks must not stretch the hop
             self._store(self._ring.latest(), t)

@@ -172,6 +172,22 @@ class SimulatedCamera(_SimulatedDevice, Sensor):
         return _apply(kind, self.modality, data, rng, 80.0 if self.modality == "rgb" else 1.5)
 
 
+def scenario_track(scenario: Scenario, segment: int) -> np.ndarray:
+    """What the microphone hears during one segment: its word about once a second over room
+    noise, at a level drawn per segment (float32, 16-bit steps before quantization)."""
+    _, cues = scenario.intent_and_cues(segment)
+    rng = np.random.default_rng([scenario.seed, segment, 7])
+    n = int(scenario.segment_s * SAMPLE_RATE)
+    track = background_noise(rng, n) * 0.01
+    pos = int(rng.integers(0, SAMPLE_RATE // 4))
+    while pos < n:
+        word = synthesize_word(WORDS[cues["audio"]], rng) * 0.3
+        track[pos : pos + len(word)] += word[: n - pos]
+        pos += len(word) + int(rng.uniform(0.45, 0.75) * SAMPLE_RATE)
+    level = 10 ** (rng.uniform(-30, -3) / 20) * 32767 / (np.abs(track).max() + 1e-9)
+    return (track * level).astype(np.float32)
+
+
 class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
     """The scenario's speech: its word about once a second over room noise, in real time."""
 
@@ -183,17 +199,7 @@ class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
 
     def _track(self, segment: int) -> np.ndarray:
         if segment not in self._tracks:
-            _, cues = self.scenario.intent_and_cues(segment)
-            rng = np.random.default_rng([self.scenario.seed, segment, 7])
-            n = int(self.scenario.segment_s * SAMPLE_RATE)
-            track = background_noise(rng, n) * 0.01
-            pos = int(rng.integers(0, SAMPLE_RATE // 4))
-            while pos < n:
-                word = synthesize_word(WORDS[cues["audio"]], rng) * 0.3
-                track[pos : pos + len(word)] += word[: n - pos]
-                pos += len(word) + int(rng.uniform(0.45, 0.75) * SAMPLE_RATE)
-            level = 10 ** (rng.uniform(-30, -3) / 20) * 32767 / (np.abs(track).max() + 1e-9)
-            self._tracks = {segment: (track * level).astype(np.float32)}  # keep one segment only
+            self._tracks = {segment: scenario_track(self.scenario, segment)}  # keep one segment only
         return self._tracks[segment]
 
     def _make(self, t_end: float, kind: str | None) -> np.ndarray:
