@@ -14,6 +14,8 @@ from typing import Any
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES
+from edgefusion.sensors.pyaudio_mic import MicrophoneConfig
+from edgefusion.sensors.realsense import RealSenseConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,6 +96,8 @@ class Config:
     source: SourceSection = field(default_factory=SourceSection)
     sensors: dict[str, SensorSection] = field(default_factory=_default_sensors)
     output: OutputSection = field(default_factory=OutputSection)
+    camera: RealSenseConfig = field(default_factory=RealSenseConfig)  # source kind "realsense"
+    microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)  # source kind "realsense"
 
     def max_age_s(self) -> dict[str, float]:
         return {m: s.max_age_ms / 1000 for m, s in self.sensors.items()}
@@ -116,16 +120,29 @@ def _section(cls, raw: Any, at: str):
         expected = type(getattr(cls(), name))
         if expected is float and type(value) is int:
             value = float(value)
+        if expected is tuple and type(value) is list:  # a TOML array
+            if not all(isinstance(x, str) for x in value):
+                raise ConfigError(f"{at}: {name} must be a list of strings, got {value!r}")
+            value = tuple(value)
         if type(value) is not expected:
             raise ConfigError(f"{at}: {name} must be a {expected.__name__}, got {type(value).__name__} {value!r}")
         values[name] = value
     section = cls(**values)
-    section.check(at)
+    try:
+        section.check(at)
+    except EdgefusionError as err:  # a driver's own config type raises its own error type
+        raise ConfigError(str(err)) from None
     return section
 
 
 def parse_config(raw: dict, where: str = "config") -> Config:
-    tables = {"runtime": RuntimeSection, "source": SourceSection, "output": OutputSection}
+    tables = {
+        "runtime": RuntimeSection,
+        "source": SourceSection,
+        "output": OutputSection,
+        "camera": RealSenseConfig,
+        "microphone": MicrophoneConfig,
+    }
     unknown = sorted(set(raw) - {*tables, "sensors"})
     if unknown:
         raise ConfigError(f"{where}: unknown section [{unknown[0]}]; valid: {', '.join([*tables, 'sensors'])}")

@@ -69,9 +69,13 @@ def _devices(cfg) -> Rig:
     """The robot's own sensors: a RealSense for rgb + depth, a microphone through PortAudio."""
     import time
 
-    from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone
-    from edgefusion.sensors.realsense import RealSenseCamera
+    from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone, import_pyaudio
+    from edgefusion.sensors.realsense import RealSenseCamera, import_realsense
 
+    # A missing library is a set-up error, said at once; a missing device is not: the robot may
+    # boot before its camera enumerates, so the loop starts and the drivers keep trying.
+    import_realsense()
+    import_pyaudio()
     camera = RealSenseCamera(cfg.camera, offset_s=cfg.sensors["rgb"].offset_ms / 1000)
     camera.depth.offset_s = cfg.sensors["depth"].offset_ms / 1000
     mic = PyAudioMicrophone(cfg.microphone, offset_s=cfg.sensors["audio"].offset_ms / 1000)

@@ -109,3 +109,19 @@ def test_a_failing_sink_is_reported_once_and_the_loop_goes_on(tmp_path):
     lines = r.stderr.splitlines()
     assert sum(line.startswith("edgefusion: a result sink failed") for line in lines) == 1, lines
     assert "Traceback" not in r.stderr
+
+
+def test_run_on_real_devices_that_are_not_there_keeps_ticking(tmp_path):
+    """No RealSense and no microphone on this machine: the loop runs at its rate, says nothing
+    is present, and the drivers keep trying; a missing device is not a reason to stop."""
+    pytest.importorskip("pyrealsense2")
+    pytest.importorskip("pyaudio")
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text(f'[source]\nkind = "realsense"\n[output]\nstdout = false\nfile = "{out}"\n')
+    r = _run("run", "--config", str(cfg), "--seconds", "3")
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) >= 0.95 * 90
+    assert all(r["label"] is None and not any(r["present"].values()) for r in results)
+    assert {r["sensors"]["rgb"] for r in results[-10:]} <= {"RECONNECTING", "FAILED"}

@@ -14,7 +14,7 @@ pytest.importorskip("pyrealsense2")
 
 from edgefusion.backends import make_backend  # noqa: E402
 from edgefusion.bundle import default_bundle_path, load_bundle  # noqa: E402
-from edgefusion.errors import SessionError  # noqa: E402
+from edgefusion.errors import EdgefusionError  # noqa: E402
 from edgefusion.loop import Runtime  # noqa: E402
 from edgefusion.session.layout import EVENTS_FILE, load_session  # noqa: E402
 from edgefusion.session.replay import replay_sources, replay_tick  # noqa: E402
@@ -132,7 +132,8 @@ def test_a_killed_recorder_leaves_a_readable_partial_session(tmp_path):
         (lambda d: (d / "events.jsonl").unlink(), "not a session folder"),
         (lambda d: (d / "events.jsonl").write_bytes(b'{"t": 1, "kind": "start"}\n'), "session format"),
         (lambda d: _insert_garbage(d / "events.jsonl"), "not a JSON line"),
-        (lambda d: next(d.glob("camera.*")).write_bytes(b"not a recording"), "not a readable RealSense recording"),
+        (lambda d: next(d.glob("camera.*")).write_bytes(b"not a recording"), "not a RealSense recording"),
+        (lambda d: _truncate(next(d.glob("camera.*"))), "truncated recording"),
         (lambda d: _truncate(d / "audio.wav"), "audio.wav"),
     ],
 )
@@ -141,7 +142,7 @@ def test_a_damaged_session_is_refused_in_one_line(recorded, tmp_path, damage, me
     copy = tmp_path / "damaged"
     shutil.copytree(out, copy)
     damage(copy)
-    with pytest.raises(SessionError, match=message):
+    with pytest.raises(EdgefusionError, match=message):
         load_session(copy)
     r = _cli("demo", "--source", f"replay:{copy}", "--max-speed")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -18,19 +18,9 @@ import numpy as np
 
 from edgefusion.errors import SessionError
 from edgefusion.sensors.frames import DEPTH_SCALE, depth_metres, depth_z16, rgb8
+from edgefusion.sensors.realsense import SoftwareCamera, check_recording, import_realsense, recording_suffix
 
 CAMERA_STEM = "camera"
-
-
-def import_realsense():  # TEMP until realsense.py lands
-    import pyrealsense2 as rs
-
-    return rs
-
-
-def recording_suffix() -> str:  # TEMP
-    rs = import_realsense()
-    return ".db3" if tuple(int(x) for x in getattr(rs, "__version__", "2.0").split(".")[:2]) >= (2, 58) else ".bag"
 
 
 def camera_file_name() -> str:
@@ -45,69 +35,18 @@ def find_camera_file(root: Path) -> Path | None:
 
 
 class CameraFileWriter:
-    """Frames in, a RealSense recording out; ``close`` finalises the file."""
+    """Frames in (the model's float format), a RealSense recording out; ``close`` finalises it."""
 
     def __init__(self, path: Path, size: tuple[int, int], fps: int = 30):
-        rs = import_realsense()
         h, w = size
-        self._dev = rs.software_device()
-        intr = rs.intrinsics()
-        intr.width, intr.height, intr.ppx, intr.ppy = w, h, w / 2, h / 2
-        intr.fx = intr.fy = float(w)  # nominal: a session's frames are already aligned
-        intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
-        self._sensors, self._profiles = {}, {}
-        for modality, name, stream, fmt, bpp in (
-            ("depth", "Stereo Module", rs.stream.depth, rs.format.z16, 2),
-            ("rgb", "RGB Camera", rs.stream.color, rs.format.rgb8, 3),
-        ):
-            sensor = self._dev.add_sensor(name)
-            vs = rs.video_stream()
-            vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = (
-                stream,
-                0,
-                len(self._sensors),
-                w,
-                h,
-                fps,
-                bpp,
-                fmt,
-            )
-            vs.intrinsics = intr
-            self._profiles[modality] = sensor.add_video_stream(vs)
-            if modality == "depth":
-                sensor.add_read_only_option(rs.option.depth_units, DEPTH_SCALE)
-            self._sensors[modality] = sensor
-        self._profiles["depth"].register_extrinsics_to(self._profiles["rgb"], rs.extrinsics())
-        self._dev.create_matcher(rs.matchers.dlr_c)
-        self._recorder = rs.recorder(str(path), self._dev)
-        self._queue = rs.frame_queue(64)
-        for modality, sensor in self._sensors.items():
-            sensor.open(self._profiles[modality])
-            sensor.start(self._queue)
-        self._rs, self._size, self._numbers = rs, (h, w), {"rgb": 0, "depth": 0}
+        self._camera = SoftwareCamera(w, h, fps, depth_units=DEPTH_SCALE, record_to=path)
 
     def write(self, modality: str, frame: np.ndarray, t: float) -> None:
-        rs = self._rs
-        if modality == "rgb":
-            pixels, bpp = rgb8(np.moveaxis(frame, 0, -1)), 3
-        else:
-            pixels, bpp = depth_z16(frame[0]), 2
-        f = rs.software_video_frame()
-        f.pixels, f.bpp, f.stride = np.ascontiguousarray(pixels), bpp, bpp * self._size[1]
-        f.timestamp, f.domain = t * 1000.0, rs.timestamp_domain.hardware_clock
-        f.frame_number = self._numbers[modality]
-        f.profile = self._profiles[modality].as_video_stream_profile()
-        self._sensors[modality].on_video_frame(f)
-        self._numbers[modality] += 1
-        while self._queue.poll_for_frame():  # nobody consumes the device's own queue
-            pass
+        pixels = rgb8(np.moveaxis(frame, 0, -1)) if modality == "rgb" else depth_z16(frame[0])
+        self._camera.feed_stream(modality, pixels, t * 1000.0)
 
     def close(self) -> None:
-        for sensor in self._sensors.values():
-            sensor.stop()
-            sensor.close()
-        del self._recorder  # the recording is finalised when the recorder is destroyed
-        self._sensors.clear()
+        self._camera.close()
 
 
 def read_camera_file(path: Path, timeout_s: float = 60.0) -> dict[str, list[tuple[float, np.ndarray]]]:
@@ -119,6 +58,7 @@ def read_camera_file(path: Path, timeout_s: float = 60.0) -> dict[str, list[tupl
     waits for each callback and delivers every frame, frame 0 included (SDK 2.59.1: every
     frame of every recording in the tests, in every run)."""
     rs = import_realsense()
+    check_recording(rs, path)  # a .db3 cut short would otherwise play without a word, frames lost
     frames: dict[str, dict[int, tuple[float, np.ndarray]]] = {"rgb": {}, "depth": {}}
     lock = threading.Lock()
 

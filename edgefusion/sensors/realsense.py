@@ -1,0 +1,515 @@
+"""Intel RealSense (D4xx) as the rgb and depth sensors, its recordings, and a camera made of software.
+
+pyrealsense2 is imported lazily, inside the functions that need it: the runtime imports this module
+on machines without the SDK (CI, a robot with another camera) and only fails when it is used.
+Frames leave here in the model's format: rgb float32 (3, H, W) in 0..255, depth float32 (1, H, W)
+in metres with 0 for "no data", at the model's input size.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from edgefusion.errors import EdgefusionError
+from edgefusion.sensors.base import Sensor, SensorGone, SensorState
+from edgefusion.task.scenes import HEIGHT, WIDTH
+
+FILTERS = ("spatial", "temporal", "hole_filling")
+
+
+def import_realsense():
+    try:
+        import pyrealsense2 as rs
+    except ImportError as err:  # also a missing libusb-1.0.so.0 behind an installed wheel
+        raise EdgefusionError(
+            f"cannot import pyrealsense2 ({err}): pip install 'edgefusion[sensors]' (and apt-get install "
+            "libusb-1.0-0); on a Jetson build librealsense with -DBUILD_PYTHON_BINDINGS=ON"
+        ) from err
+    return rs
+
+
+def _sdk_version(rs) -> tuple[int, int]:
+    """(major, minor); ``__version__`` only exists from 2.58 on, the release that changed the format."""
+    version = getattr(rs, "__version__", None)
+    return (2, 57) if version is None else tuple(int(part) for part in version.split(".")[:2])
+
+
+def recording_suffix() -> str:
+    """The file suffix the installed SDK records: ROS 2 ``.db3`` from 2.58 on, ROS 1 ``.bag`` before."""
+    return ".db3" if _sdk_version(import_realsense()) >= (2, 58) else ".bag"
+
+
+@dataclass(frozen=True)
+class RealSenseConfig:
+    """The config's ``[camera]`` table. ``serial`` "" takes the first camera found. ``filters`` run
+    on depth in the order given, before ``align`` (their parameters are tuned in the depth
+    camera's pixels). ``retries`` consecutive frame timeouts of the sensor's ``read_timeout_s``
+    each make the camera FAILED; it is hardware-reset before the last one."""
+
+    serial: str = ""
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    align: bool = True
+    filters: tuple[str, ...] = ()
+    retries: int = 5
+
+    def check(self, at: str) -> None:
+        unknown = [name for name in self.filters if name not in FILTERS]
+        if unknown:
+            raise EdgefusionError(f"{at}: unknown RealSense filter {unknown[0]!r}; choose among {', '.join(FILTERS)}")
+        if self.retries < 1:
+            raise EdgefusionError(f"{at}: retries must be at least 1, not {self.retries}")
+        if not (self.width > 0 and self.height > 0 and self.fps > 0):
+            raise EdgefusionError(
+                f"{at}: width, height and fps must be > 0 (a mode the camera has, e.g. 640x480 at 30)"
+            )
+
+
+class _Resample:
+    """Camera-size frames to the model's size, with index tables built once per stream."""
+
+    def __init__(self, src_hw: tuple[int, int], out_hw: tuple[int, int]):
+        (sh, sw), (h, w) = src_hw, out_hw
+        self.out_hw = out_hw
+        self.block = (sh // h, sw // w) if sh % h == 0 and sw % w == 0 else None
+        self._rows = ((np.arange(h) + 0.5) * sh / h).astype(np.intp)[:, None]
+        self._cols = ((np.arange(w) + 0.5) * sw / w).astype(np.intp)[None, :]
+
+    def rgb(self, src: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 to (3, h, w) float32. A block mean when the sizes divide, which is what a
+        smaller sensor would have seen (no aliasing); nearest otherwise, as a fractional box would
+        cost a temporary per frame. The reduction writes straight into the channel-first output."""
+        h, w = self.out_hw
+        out = np.empty((3, h, w), np.float32)
+        view = out.transpose(1, 2, 0)
+        if self.block is None:
+            view[...] = src[self._rows, self._cols]
+        else:
+            fy, fx = self.block
+            np.sum(src.reshape(h, fy, w, fx, 3), axis=(1, 3), dtype=np.float32, out=view)
+            out *= np.float32(1.0 / (fy * fx))
+            np.rint(out, out=out)  # whole 8-bit steps, as every camera delivers them (frames.py)
+        return out
+
+    def depth(self, src: np.ndarray, scale: np.float32) -> np.ndarray:
+        """(H, W) z16 to (1, h, w) metres by nearest sampling: a mean would blend holes (0) into
+        depths that were never measured."""
+        out = np.empty((1, *self.out_hw), np.float32)
+        np.multiply(src[self._rows, self._cols], scale, out=out[0])
+        return out
+
+
+class _Pair(NamedTuple):
+    frame_number: int  # the colour frame's
+    t_device_ms: float  # the colour frame's timestamp; the depth frame is within half a frame of it
+    arrival: float  # time.monotonic() when the frameset was handed over
+    rgb: np.ndarray
+    depth: np.ndarray
+
+
+class _Frames:
+    """A started pipeline's framesets as model frames: each depth/colour pair once, filtered, aligned
+    and resampled."""
+
+    def __init__(self, rs, pipe, profile, out_size: tuple[int, int], align: bool, filters: tuple[str, ...], ended=None):
+        self.pipe = pipe
+        self.device = profile.get_device()
+        self.scale = np.float32(self.device.first_depth_sensor().get_depth_scale())
+        color = profile.get_stream(rs.stream.color).as_video_stream_profile()
+        depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()
+        # The SDK's own matcher calls two frames one moment when they are within half a frame period.
+        self._match_ms = 500.0 / min(color.fps(), depth.fps())
+        makers = {"spatial": rs.spatial_filter, "temporal": rs.temporal_filter, "hole_filling": rs.hole_filling_filter}
+        self._filters = [makers[name]() for name in filters]  # new per open: the temporal filter has history
+        self._align = rs.align(rs.stream.color) if align else None
+        self._rgb = _Resample((color.height(), color.width()), out_size)
+        aligned = color if align else depth
+        self._depth = _Resample((aligned.height(), aligned.width()), out_size)
+        self._ended: _EndOfFile | None = ended  # a live camera has no end
+        self._last = (-1, -1)
+
+    def next(self, timeout_s: float) -> _Pair | None:
+        """The next new pair, or None when none came within ``timeout_s``.
+
+        The pipeline hands out about two framesets per pair, the second repeating the other
+        stream's last frame; a pair is new only when both its frame numbers differ from the last
+        one handed out, and a pair is one moment only when the matcher's rule says so (at the start
+        of a playback a depth frame can come with the previous colour frame)."""
+        deadline = time.monotonic() + timeout_s
+        while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            ok, fs = self.pipe.try_wait_for_frames(left_ms)
+            if not ok:
+                return None
+            arrival = time.monotonic()
+            d, c = fs.get_depth_frame(), fs.get_color_frame()
+            if not d or not c:
+                continue
+            numbers = (d.get_frame_number(), c.get_frame_number())
+            t_ms = c.get_timestamp()
+            fresh = numbers[0] != self._last[0] and numbers[1] != self._last[1]
+            if not fresh or abs(d.get_timestamp() - t_ms) >= self._match_ms:
+                continue
+            self._last = numbers
+            for block in self._filters:  # after de-duplication: the temporal filter must see each frame once
+                fs = block.process(fs).as_frameset()
+            if self._align is not None:
+                fs = self._align.process(fs)
+            rgb = self._rgb.rgb(np.asanyarray(fs.get_color_frame().get_data()))
+            depth = self._depth.depth(np.asanyarray(fs.get_depth_frame().get_data()), self.scale)
+            return _Pair(numbers[1], t_ms, arrival, rgb, depth)
+        return None
+
+    def ended(self) -> bool:
+        return self._ended is not None and self._ended.is_set()
+
+
+def _sdk_reason(err: Exception) -> str:
+    """The useful tail of an SDK error ("Failed to resolve request. ... Reason: <this>"), on one line."""
+    return " ".join(str(err).split("Reason:")[-1].split())
+
+
+def check_recording(rs, path: Path) -> None:
+    """Fail on what the SDK reports badly or not at all: a missing file, a format this SDK cannot
+    read, and a .db3 cut short, which the SDK may play without a word, losing its last frames."""
+    if not path.is_file():
+        raise EdgefusionError(f"{path}: no such recording; give the path of a RealSense .bag or .db3 file")
+    if path.suffix not in (".bag", ".db3"):
+        raise EdgefusionError(f"{path}: not a RealSense recording; give a .bag or .db3 file")
+    if path.suffix == ".bag":
+        return
+    if _sdk_version(rs) < (2, 58):
+        raise EdgefusionError(f"{path}: .db3 recordings need pyrealsense2 >= 2.58; upgrade it or record a .bag")
+    with path.open("rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+        raise EdgefusionError(f"{path}: not a RealSense recording (not a ROS 2 .db3 file); re-record it")
+    page = int.from_bytes(head[16:18], "big")
+    expected = (65536 if page == 1 else page) * int.from_bytes(head[28:32], "big")
+    size = path.stat().st_size
+    if size < expected:
+        raise EdgefusionError(f"{path}: truncated recording ({size} of {expected} bytes); copy it again or re-record")
+
+
+def _on_status(stopped, event: threading.Event, status) -> None:
+    if status == stopped:
+        event.set()
+
+
+class _EndOfFile:
+    """A playback's end, from its "stopped" notification: polling the status can read "stopped"
+    before the reader thread has started. It holds the playback object because pyrealsense2 drops
+    the callback when the object it was set on is collected; the callback holds only the event, so
+    no reference cycle runs through the SDK (which would keep the file open)."""
+
+    def __init__(self, rs, playback):
+        self._playback = playback
+        self._event = threading.Event()
+        playback.set_status_changed_callback(partial(_on_status, rs.playback_status.stopped, self._event))
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+def _play(rs, path: Path, real_time: bool):
+    """A pipeline started on a recording, its profile, and an event set at the end of the file.
+
+    Measured on 2.59 (pyrealsense2 from PyPI): ``start(); set_real_time(False)`` loses frame 0,
+    and so does ``pause, set_real_time(False), seek(0), resume`` after ``start`` in a third of runs.
+    The device that ``resolve`` makes is the one ``start`` uses, so it is set up before the start
+    and held paused until the pipeline is ready. ``resume`` is called on a thread of its own: it
+    waits for the reader thread, which at max speed blocks once the pipeline's queue is full, so a
+    resume on the consuming thread sometimes hung for the SDK's 10 s flush timeout. So done, every
+    frame arrived in every run (hundreds, also with the machine loaded)."""
+    check_recording(rs, path)
+    pipe, cfg = rs.pipeline(), rs.config()
+    try:
+        cfg.enable_device_from_file(str(path), repeat_playback=False)
+        resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
+        kinds = {stream.stream_type() for stream in resolved.get_streams()}
+        missing = [name for name, kind in (("depth", rs.stream.depth), ("color", rs.stream.color)) if kind not in kinds]
+        if missing:
+            raise EdgefusionError(
+                f"{path}: the recording has no {' and no '.join(missing)} stream; record with depth and color enabled"
+            )
+        playback = resolved.get_device().as_playback()
+        ended = _EndOfFile(rs, playback)
+        playback.set_real_time(real_time)
+        playback.pause()
+        profile = pipe.start(cfg)
+    except RuntimeError as err:
+        raise EdgefusionError(f"{path}: cannot play this recording ({_sdk_reason(err)}); re-record it") from err
+    threading.Thread(target=playback.resume, name="realsense-resume", daemon=True).start()
+    return pipe, profile, ended
+
+
+def iter_recording(
+    path: str | Path, out_size: tuple[int, int] = (HEIGHT, WIDTH), align: bool = True
+) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
+    """Every depth/colour pair of a .bag or .db3, once and in order, as fast as it decodes:
+    ``(colour frame number, device time in s, rgb (3, H, W), depth (1, H, W) in metres)``."""
+    rs = import_realsense()
+    pipe, profile, ended = _play(rs, Path(path), real_time=False)
+    try:
+        frames = _Frames(rs, pipe, profile, out_size, align, (), ended)
+        while True:
+            pair = frames.next(0.05)
+            if pair is not None:
+                yield pair.frame_number, pair.t_device_ms / 1000.0, pair.rgb, pair.depth
+            elif frames.ended():  # nothing left in the queue and the reader has stopped
+                return
+    finally:
+        pipe.stop()
+
+
+class RealSenseCamera(Sensor):
+    """A RealSense delivering ``rgb`` (this sensor) and ``depth`` (its ``depth`` view) from one
+    capture thread, both stamped with the colour frame's hardware time on the monotonic clock.
+
+    ``device`` replaces the USB camera with another SDK device, e.g. a ``SoftwareCamera``'s (tests,
+    the virtual rig); it needs pyrealsense2 >= 2.56 (``pipeline.set_device``).
+    """
+
+    modality = "rgb"
+
+    def __init__(
+        self,
+        config: RealSenseConfig = RealSenseConfig(),
+        device=None,
+        name: str = "realsense",
+        out_size: tuple[int, int] = (HEIGHT, WIDTH),
+        **kw,
+    ):
+        super().__init__(name, **kw)
+        config.check("camera")
+        self.out_size = out_size
+        if device is not None and not hasattr(import_realsense().pipeline, "set_device"):
+            raise EdgefusionError("a software RealSense needs pyrealsense2 >= 2.56 (pipeline.set_device)")
+        self.config = config
+        self.depth = self._stream("depth")
+        self.resets_tried = 0  # hardware resets sent to a camera that stopped sending
+        self._device = device
+        self._pipe = self._frames = None
+        self._misses = 0
+        self._offset = math.inf
+
+    def _start_pipeline(self, rs):
+        """(pipeline, profile, end-of-file event or None), started."""
+        pipe, cfg, c = rs.pipeline(), rs.config(), self.config
+        if self._device is not None:
+            pipe.set_device(self._device)
+        else:
+            # Look before starting: with no camera, pipeline.start() takes 15 s to say so and holds
+            # the GIL all along (SDK 2.59.1), which would freeze the loop; the query takes 1 ms.
+            serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+            if not serials or (c.serial and c.serial not in serials):
+                wanted = f"RealSense {c.serial} not" if c.serial else "no RealSense"
+                raise SensorGone(f"{wanted} connected (connected: {', '.join(serials) or 'none'})")
+            if c.serial:
+                cfg.enable_device(c.serial)
+        cfg.enable_stream(rs.stream.depth, c.width, c.height, rs.format.z16, c.fps)
+        cfg.enable_stream(rs.stream.color, c.width, c.height, rs.format.rgb8, c.fps)
+        return pipe, pipe.start(cfg), None
+
+    def _open(self) -> None:
+        rs = import_realsense()
+        pipe, profile, ended = self._start_pipeline(rs)
+        c = self.config
+        try:
+            self._frames = _Frames(rs, pipe, profile, self.out_size, c.align, c.filters, ended)
+        except Exception:
+            pipe.stop()
+            raise
+        self._pipe = pipe
+        self._misses, self._offset = 0, math.inf
+
+    def _capture(self, timeout_s: float):
+        """The device clock is mapped onto time.monotonic() by the smallest (arrival - device time)
+        seen since this open: every frame arrives late by a transfer time plus jitter that is never
+        negative, so the minimum is the one least delayed and later jitter cannot move it, while a
+        mean would follow every late burst. It restarts at each open, as a reset or replug restarts
+        the device clock. (Drift between the two clocks is not followed within one open: tens of
+        ppm, a few ms a minute.)"""
+        pair = self._frames.next(timeout_s)
+        if pair is None:
+            return self._missed()
+        self._misses = 0
+        t_device = pair.t_device_ms / 1000.0
+        self._offset = min(self._offset, pair.arrival - t_device)
+        t = t_device + self._offset
+        self.depth._publish(pair.depth, t)
+        return pair.rgb, t
+
+    def _missed(self) -> None:
+        """Users see "Frame didn't arrive" for a while and then either frames again or a camera that
+        only a reset brings back: retry, reset before the last try, then give up as FAILED (the base
+        reopens with backoff)."""
+        self._misses += 1
+        retries = self.config.retries
+        if self._misses >= retries:
+            raise SensorGone(f"no frames in {self._misses} tries")
+        note = ""
+        if self._misses == retries - 1:
+            self.resets_tried += 1
+            note = "; hardware reset sent"
+            try:
+                self._frames.device.hardware_reset()
+            except RuntimeError:  # a software or playback device has no reset
+                note = ""
+        self._set_state(SensorState.OK, f"no frame in {self._misses} of {retries} tries{note}")
+
+    def _close(self) -> None:
+        pipe, self._pipe, self._frames = self._pipe, None, None
+        if pipe is not None:
+            pipe.stop()
+
+
+class RealSensePlayback(RealSenseCamera):
+    """A recording played as the camera, in real time or as fast as it decodes.
+
+    The end of the file is FAILED with reason "end of recording", for good: the capture thread
+    idles instead of raising, because the base class reopens a device after any error and a
+    playback would start again from its first frame. A new ``connect`` plays it again."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: RealSenseConfig = RealSenseConfig(),
+        real_time: bool = True,
+        name: str = "realsense-playback",
+        **kw,
+    ):
+        super().__init__(config, name=name, **kw)
+        self.path, self.real_time = Path(path), real_time
+        check_recording(import_realsense(), self.path)  # a wrong path is the user's to fix, not a device to retry
+        self._ended = False
+
+    def _start_pipeline(self, rs):
+        self._ended = False
+        return _play(rs, self.path, self.real_time)
+
+    def _capture(self, timeout_s: float):
+        if self._ended:
+            self._stop.wait(timeout_s)
+            return None
+        return super()._capture(timeout_s)
+
+    def _missed(self) -> None:
+        if not self._frames.ended():
+            return super()._missed()
+        self._ended = True
+        self._close()  # let go of the file now
+        self._set_state(SensorState.FAILED, "end of recording")
+
+
+def _intrinsics(rs, width: int, height: int):
+    """The task camera's pinhole model (58 px focal length at 64 px width), scaled to this size."""
+    intr = rs.intrinsics()
+    intr.width, intr.height = width, height
+    intr.ppx, intr.ppy = (width - 1) / 2, (height - 1) / 2  # the SDK puts pixel centres on integers
+    intr.fx = intr.fy = 58.0 * width / 64
+    intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
+    return intr
+
+
+class SoftwareCamera:
+    """A RealSense made of software (``rs.software_device``), fed frame by frame by the caller.
+
+    Pass ``device`` to ``RealSenseCamera`` to use it as a live camera (the pipeline starts its
+    sensors), or give ``record_to`` to write a recording: its sensors are then started here, and
+    the file is complete only after ``close``. The SDK names the format by the suffix: see
+    ``recording_suffix``. The recording's clock is the wall time at which frames were fed, not
+    their timestamps: feed at the frame rate for a recording that plays back in real time.
+    """
+
+    def __init__(
+        self,
+        width: int = WIDTH,
+        height: int = HEIGHT,
+        fps: int = 30,
+        depth_units: float = 0.001,
+        record_to: str | Path | None = None,
+        serial: str = "edgefusion-software",
+    ):
+        rs = self._rs = import_realsense()
+        self.width, self.height = width, height
+        self.device = rs.software_device()
+        self.device.register_info(rs.camera_info.name, "edgefusion software camera")
+        self.device.register_info(rs.camera_info.serial_number, serial)
+        self._sensors, self._profiles = [], []
+        for uid, (sensor_name, kind, fmt, bpp) in enumerate(
+            (("Stereo Module", rs.stream.depth, rs.format.z16, 2), ("RGB Camera", rs.stream.color, rs.format.rgb8, 3))
+        ):
+            stream = rs.video_stream()
+            stream.type, stream.index, stream.uid, stream.fmt, stream.bpp = kind, 0, uid, fmt, bpp
+            stream.width, stream.height, stream.fps = width, height, fps
+            stream.intrinsics = _intrinsics(rs, width, height)
+            sensor = self.device.add_sensor(sensor_name)
+            self._sensors.append(sensor)
+            self._profiles.append(sensor.add_video_stream(stream).as_video_stream_profile())
+        # A depth-units option is what makes the SDK treat the first sensor as a depth sensor.
+        self._sensors[0].add_read_only_option(rs.option.depth_units, depth_units)
+        extrinsics = rs.extrinsics()
+        extrinsics.rotation, extrinsics.translation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], [0.0, 0, 0]
+        self._profiles[0].register_extrinsics_to(self._profiles[1], extrinsics)  # rs.align needs it
+        self.device.create_matcher(rs.matchers.dlr_c)
+        self._frame_numbers = [0, 0]  # depth, rgb
+        self._recorder = None
+        if record_to is not None:
+            try:
+                self._recorder = rs.recorder(str(record_to), self.device)
+            except RuntimeError as err:
+                raise EdgefusionError(
+                    f"{record_to}: cannot record there ({err}); this pyrealsense2 writes {recording_suffix()} files"
+                ) from err
+            for sensor, profile in zip(self._sensors, self._profiles):
+                sensor.open(profile)
+                sensor.start(rs.frame_queue(1))  # someone must consume; the recorder has taken its copy
+
+    def feed(self, rgb: np.ndarray, depth: np.ndarray, t_ms: float) -> None:
+        """One frame pair: rgb uint8 (H, W, 3), depth uint16 (H, W) in depth units, both stamped
+        ``t_ms`` on the device's hardware clock."""
+        self.feed_stream("depth", depth, t_ms)
+        self.feed_stream("rgb", rgb, t_ms)
+
+    def feed_stream(self, modality: str, pixels: np.ndarray, t_ms: float) -> None:
+        """One frame of one stream ("rgb" or "depth"), with its own time: a session recording
+        keeps each stream's frames as they came. Frame numbers count up from 0 per stream."""
+        rs, i = self._rs, ("depth", "rgb").index(modality)
+        shape, dtype, bpp = (
+            ((self.height, self.width), np.uint16, 2) if i == 0 else ((self.height, self.width, 3), np.uint8, 3)
+        )
+        if pixels.shape != shape or pixels.dtype != dtype:
+            raise ValueError(f"expected {np.dtype(dtype).name} {shape}, got {pixels.dtype} {pixels.shape}")
+        frame = rs.software_video_frame()
+        frame.pixels = np.ascontiguousarray(pixels)  # copied by the SDK
+        frame.bpp, frame.stride = bpp, self.width * bpp
+        frame.timestamp, frame.domain = t_ms, rs.timestamp_domain.hardware_clock
+        frame.frame_number, frame.profile = self._frame_numbers[i], self._profiles[i]
+        self._sensors[i].on_video_frame(frame)
+        self._frame_numbers[i] += 1
+
+    def close(self) -> None:
+        """Stop the sensors started here and finish the recording: the SDK writes the file out
+        only when the recorder object is destroyed, so this drops the last reference to it."""
+        if self._recorder is None:
+            return
+        for sensor in self._sensors:
+            sensor.stop()
+            sensor.close()
+        self._recorder = None
+
+    def __enter__(self) -> SoftwareCamera:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
