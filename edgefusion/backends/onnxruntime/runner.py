@@ -31,6 +31,7 @@ class OnnxRuntimeBackend(Backend):
         self._proj = {m: np.zeros(self._projection_shape(m), np.float32) for m in MODALITIES}
         self._logits = np.zeros((1, self.n_classes), np.float32)
         self._probs = np.zeros((1, self.n_classes), np.float32)
+        self._outputs = (self._logits[0], self._probs[0])  # views made once: wait() allocates nothing
         self._sessions = {
             g: open_session(self.bundle.graph_path(self.precision, g), self.threads, self.providers)
             for g in (*MODALITIES, "head")
@@ -61,7 +62,7 @@ class OnnxRuntimeBackend(Backend):
         self._sessions["head"].run_with_iobinding(self._bindings["head"], self._run_options)
 
     def wait(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._logits[0], self._probs[0]
+        return self._outputs
 
     def input_buffer(self, modality: str) -> np.ndarray:
         return self._inputs[modality]
