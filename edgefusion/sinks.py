@@ -59,9 +59,27 @@ class RotatingFileSink(Sink):
         except OSError as err:
             raise EdgefusionError(f"cannot write results to {path}: {err.strerror}; choose a writable path") from None
         self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._path = path
+        self._failed = False
 
     def write(self, line: str) -> None:
-        self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        """One line, or OSError with nothing half-done: a write that failed (a full disk) drops the
+        stream with whatever it had buffered, and the next write first cuts the file back to its
+        last whole line, so the line retried later is never doubled or torn."""
+        if self._failed:
+            _cut_torn_tail(self._path)
+            self._failed = False
+        try:
+            self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        except OSError:
+            self._failed = True
+            stream, self._handler.stream = self._handler.stream, None  # emit() reopens it
+            if stream is not None:
+                try:
+                    stream.close()  # flushing fails again: its buffer goes with it
+                except OSError:
+                    pass
+            raise
 
     def close(self) -> None:
         try:
@@ -71,6 +89,26 @@ class RotatingFileSink(Sink):
                 os.fsync(stream.fileno())
         finally:
             self._handler.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate ``path`` after its last newline (a failed write may have left part of a line)."""
+    if not path.exists():  # gone (rotated away, deleted): the handler starts a new one
+        return
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            step = min(4096, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                pos = pos - step + nl + 1
+                break
+            pos -= step
+        if pos < end:
+            f.truncate(pos)
 
 
 class SinkWriter:
@@ -83,6 +121,11 @@ class SinkWriter:
     (each wake-up contends with the tick thread for the GIL), while 50 ms delays a line by at
     most 50 ms. The deque is bounded: if the sinks fall that far behind, the oldest
     results are dropped and counted rather than letting memory grow.
+
+    A sink that fails (disk full, a closed pipe) is reported, and the lines it could not take
+    wait in its own bounded backlog, retried in order at every drain: when it works again they
+    arrive late but in order, and only what overflowed the backlog is lost (counted). The other
+    sinks and the loop go on meanwhile.
     """
 
     def __init__(self, sinks: tuple[Sink, ...], encode, maxlen: int = 4096, interval_s: float = 0.05):
@@ -94,6 +137,8 @@ class SinkWriter:
         self.received = 0
         self.interval_s = interval_s
         self._pending: collections.deque = collections.deque(maxlen=maxlen)
+        self._backlog = [collections.deque(maxlen=maxlen) for _ in sinks]  # lines a failed sink owes
+        self.lost = [0] * len(sinks)  # lines a sink never got: its backlog overflowed
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()
@@ -105,23 +150,48 @@ class SinkWriter:
         self._pending.append(result)
 
     def _drain(self) -> None:
+        for i, backlog in enumerate(self._backlog):
+            if backlog:
+                self._retry(i)
         while self._pending:
             result = self._pending.popleft()
             try:
                 line = self.encode(result)
-                for sink in self.sinks:
-                    try:
-                        sink.write(line)
-                    except (OSError, ValueError) as err:  # disk full, closed pipe: report, go on
-                        self._report(f"a result sink failed: {err}")
             except Exception as err:  # a bug in encoding must not kill the writer silently
                 self._report(f"a result could not be written: {type(err).__name__}: {err}")
+            else:
+                for i, sink in enumerate(self.sinks):
+                    if self._backlog[i]:  # behind already: keep the order
+                        self._owe(i, line)
+                        continue
+                    try:
+                        sink.write(line)
+                    except (OSError, ValueError) as err:  # disk full, closed pipe: report, retry later
+                        self._report(f"a result sink failed ({err}); its lines are kept and retried")
+                        self._owe(i, line)
             self.written += 1
+
+    def _owe(self, i: int, line: str) -> None:
+        backlog = self._backlog[i]
+        if len(backlog) == backlog.maxlen:
+            self.lost[i] += 1
+        backlog.append(line)
+
+    def _retry(self, i: int) -> None:
+        backlog, sink = self._backlog[i], self.sinks[i]
+        while backlog:
+            try:
+                sink.write(backlog[0])
+            except (OSError, ValueError):
+                return
+            backlog.popleft()
+        lost = f", {self.lost[i]} lost" if self.lost[i] else ""
+        print(f"edgefusion: a result sink works again; its backlog is written{lost}", file=sys.stderr)
 
     def _report(self, message: str) -> None:
         self.errors += 1
-        if self.errors == 1:
-            print(f"edgefusion: {message}", file=sys.stderr)
+        if self.errors == 1 or (self.errors & (self.errors - 1)) == 0:  # 1, 2, 4, 8...: said, not spammed
+            print(f"edgefusion: {message} [{self.errors} errors]", file=sys.stderr)
 
     def wait_written(self) -> None:
         """Block until every result handed over so far has been written (or given up on)."""
@@ -143,6 +213,9 @@ class SinkWriter:
             print(f"edgefusion: a result sink is stuck; {len(self._pending)} results not written", file=sys.stderr)
             return
         self._drain()
+        owed = sum(map(len, self._backlog))
+        if owed:
+            print(f"edgefusion: a result sink still failed at shutdown: {owed} results not written", file=sys.stderr)
         if self.dropped:
             print(f"edgefusion: {self.dropped} results were dropped: the sinks fell behind", file=sys.stderr)
         for sink in self.sinks:

@@ -100,14 +100,16 @@ def test_sigterm_stops_cleanly_with_every_line_whole(tmp_path):
     assert len(results) >= 30 and [r["tick"] for r in results] == list(range(1, len(results) + 1))
 
 
-def test_a_failing_sink_is_reported_once_and_the_loop_goes_on(tmp_path):
+def test_a_failing_sink_is_reported_not_spammed_and_the_loop_goes_on(tmp_path):
     cfg = tmp_path / "edgefusion.toml"
     cfg.write_text('[output]\nstdout = true\nfile = "/dev/full"\n[runtime]\ntick_hz = 20\n')
     r = _run("run", "--config", str(cfg), "--seconds", "2")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) >= 30, "stdout kept getting results while the file failed"
     lines = r.stderr.splitlines()
-    assert sum(line.startswith("edgefusion: a result sink failed") for line in lines) == 1, lines
+    reports = sum(line.startswith("edgefusion: a result sink failed") for line in lines)
+    assert 1 <= reports <= 8, lines  # at the 1st, 2nd, 4th, 8th... error: ~40 errors, 6 lines
+    assert any("still failed at shutdown" in line for line in lines), lines
     assert "Traceback" not in r.stderr
 
 

@@ -1,0 +1,80 @@
+"""Result sinks under failure: a full disk, for real, on a tiny tmpfs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgefusion.sinks import RotatingFileSink, SinkWriter
+
+
+class _Lines:
+    """Collects what a sink is given, to compare against the file."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, line):
+        self.lines.append(line)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a disk that really fills up (needs root and mount; skipped otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_loses_nothing_and_tears_nothing_once_space_returns(tiny_disk, capfd):
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"x" * 40_000)
+    out = tiny_disk / "results.jsonl"
+    stdout = _Lines()
+    writer = SinkWriter((RotatingFileSink(out, max_bytes=10**9), stdout), lambda r: json.dumps(r), interval_s=0.01)
+    pad = "p" * 200
+    n = 0
+    while writer.errors == 0:  # write until the disk is full
+        writer.put({"tick": n, "pad": pad})
+        n += 1
+        writer.wait_written()
+        assert n < 500, "the disk never filled"
+    for _ in range(50):  # results go on arriving while the disk is full
+        writer.put({"tick": n, "pad": pad})
+        n += 1
+    writer.wait_written()
+    time.sleep(0.1)
+    assert len(stdout.lines) == n, "the other sink got every result meanwhile"
+    filler.unlink()  # space again
+    time.sleep(0.2)
+    writer.close()
+    ticks = [json.loads(line)["tick"] for line in out.read_text().splitlines()]
+    assert ticks == list(range(n)), "every line once, whole and in order"
+    err = capfd.readouterr().err
+    assert "a result sink failed" in err and "works again" in err and "lost" not in err
+
+
+def test_sigkill_mid_run_leaves_only_whole_lines_but_the_last(tmp_path):
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\nflush_ms = 5\n[runtime]\ntick_hz = 200\n')
+    proc = subprocess.Popen([sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 200_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, 9)
+    proc.wait(timeout=10)
+    lines = out.read_bytes().split(b"\n")
+    whole = [json.loads(line) for line in lines[:-1]]  # all but what follows the last newline
+    assert len(whole) > 200 and [r["tick"] for r in whole] == list(range(1, len(whole) + 1))
+    assert lines[-1] == b"" or not lines[-1].endswith(b"}"), "at most the last line is partial"
