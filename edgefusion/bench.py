@@ -36,7 +36,7 @@ AUDIO_EVERY = 3  # ticks per new audio window: 10 Hz
 class _Replay:
     """A SampleSource replaying from memory, advanced by the benchmark's robot clock (no thread)."""
 
-    dropped_nonfinite = 0
+    dropped: dict[str, int] = {}  # replayed from memory: nothing to drop
 
     def __init__(self, modality: str, frames: np.ndarray, every: int):
         self.modality, self.every = modality, every

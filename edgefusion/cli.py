@@ -13,11 +13,13 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from edgefusion.errors import EdgefusionError, run_cli
 
 PROG = "edgefusion"
+DEMO_SECONDS = 20.0
 
 
 def _load_bundle(path: Path | None):
@@ -26,12 +28,49 @@ def _load_bundle(path: Path | None):
     return load_bundle(path or default_bundle_path())
 
 
-def _stop_on_signals() -> tuple[threading.Event, dict]:
+def _stop_on_signals(reload=None) -> tuple[threading.Event, dict]:
     """The first SIGINT/SIGTERM asks the loop to stop; the previous handlers come back for
-    shutdown (restored by the caller), so a second Ctrl-C still interrupts a stuck stop."""
+    shutdown (restored by the caller), so a second Ctrl-C still interrupts a stuck stop.
+    SIGHUP calls ``reload``, where given."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if reload is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload())
     return stop, previous
+
+
+def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
+    """SIGHUP: load, verify and activate the bundle again on a thread of its own (the ticks go
+    on), then hand it to the loop, which swaps it in between two ticks. A bundle that fails its
+    checks is refused in one line and the running model stays."""
+    from edgefusion.backends import make_backend
+
+    busy = threading.Lock()  # one reload at a time: a second SIGHUP meanwhile is ignored
+
+    def load() -> None:
+        with busy:
+            _load()
+
+    def _load() -> None:
+        if runtime.next_backend is not None:  # the last reload has not been swapped in yet
+            return
+        try:
+            bundle = _load_bundle(bundle_path)
+            if bundle.labels != runtime.labels:
+                raise EdgefusionError(f"its labels differ ({', '.join(bundle.labels)}); restart to change them")
+            backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
+            backend.activate()
+        except EdgefusionError as err:
+            print(f"{PROG}: reload refused: {err}; the loaded model keeps running", file=sys.stderr, flush=True)
+            return
+        runtime.next_backend = backend
+        print(f"{PROG}: reloaded {bundle.root}", file=sys.stderr, flush=True)
+
+    def request() -> None:
+        if not busy.locked():
+            threading.Thread(target=load, name="bundle-reload", daemon=True).start()
+
+    return request
 
 
 def _session(
@@ -51,25 +90,31 @@ def _session(
 
     if seconds is not None and not seconds > 0:  # also refuses NaN
         raise EdgefusionError("--seconds must be > 0")
-    bundle = _load_bundle(bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None))
+    bundle_path = bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None)
+    bundle = _load_bundle(bundle_path)
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
-    rig = make_rig(cfg, bundle.labels)
-    sinks = []
-    if json_lines:
-        sinks.append(StreamSink(sys.stdout))
-    if cfg.output.file:
-        sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
-    recorder = None
     if record is not None and record.get("label") not in (None, *bundle.labels):
         raise EdgefusionError(f"--label {record['label']!r}: not a label of this bundle ({', '.join(bundle.labels)})")
-    if record is not None:
-        from edgefusion.session.recorder import SessionRecorder
-        from edgefusion.task import SAMPLE_RATE
+    rig = make_rig(cfg, bundle.labels)
+    for warning in rig.facts.get("warnings", ()):  # a replay of a session cut short says so
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    sinks, recorder = [], None
+    try:  # a refusal here must still close the rig (the virtual rig's sound server would outlive us)
+        if json_lines:
+            sinks.append(StreamSink(sys.stdout))
+        if cfg.output.file:
+            sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
+        if record is not None:
+            from edgefusion.session.recorder import SessionRecorder
+            from edgefusion.task import SAMPLE_RATE
 
-        offsets = {m: s.offset_ms for m, s in cfg.sensors.items()}
-        facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz, "offsets_ms": offsets}
-        recorder = SessionRecorder(record["out"], rig.sensors, SAMPLE_RATE, facts, rig.truth, record.get("label"))
-        sinks.append(recorder.sink())
+            offsets = {m: s.offset_ms for m, s in cfg.sensors.items()}
+            facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz, "offsets_ms": offsets}
+            recorder = SessionRecorder(record["out"], rig.sensors, SAMPLE_RATE, facts, rig.truth, record.get("label"))
+            sinks.append(recorder.sink())
+    except BaseException:
+        rig.close()
+        raise
     view = LiveView(rig.truth) if demo and not json_lines else None
     summary = SessionSummary(rig.truth) if demo or record is not None else None
 
@@ -87,7 +132,7 @@ def _session(
         on_result if summary else None,
         cfg.output.flush_ms / 1000,
     )
-    stop, previous = _stop_on_signals()
+    stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
     try:
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start
         t0 = rig.start()
@@ -97,11 +142,13 @@ def _session(
         if recorder is not None:
             recorder.start(t0)
         runtime.start()
+        if rig.duration_s is not None:  # a replay ends with its recording
+            seconds = rig.duration_s if seconds is None else min(seconds, rig.duration_s)
         if rig.ticks is not None:  # a replay at max speed: the recorded ticks, no waiting
             from edgefusion.session.replay import replay_tick
 
             for tick in rig.ticks:
-                if stop.is_set() or (seconds is not None and tick["t"] - t0 >= seconds):
+                if stop.is_set() or (seconds is not None and tick["t"] - t0 > seconds):
                     break
                 replay_tick(runtime, rig.sensors, tick)
         else:
@@ -151,7 +198,8 @@ def cmd_demo(args) -> int:
     if not args.json:
         what = cfg.source.path if cfg.source.kind == "replay" else f"{cfg.source.kind} rig"
         print(f"edgefusion demo: {what}, faults: {cfg.source.faults or 'none'}  (Ctrl-C stops)", file=out)
-    report = _session(cfg, args.bundle, args.seconds, json_lines=args.json, demo=True)
+    seconds = args.seconds if args.seconds is not None or cfg.source.kind == "replay" else DEMO_SECONDS
+    report = _session(cfg, args.bundle, seconds, json_lines=args.json, demo=True)
     print(json.dumps(report) if args.json else _render_summary(report), file=out)
     return 0
 
@@ -303,7 +351,9 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("demo", "run the bundle on the simulated rig with scripted sensor faults")
-    sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default: 20)")
+    sp.add_argument(
+        "--seconds", type=float, default=None, help="how long to run (default: 20; a replay: the whole session)"
+    )
     sp.add_argument(
         "--faults",
         default=None,

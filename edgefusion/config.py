@@ -54,6 +54,7 @@ class SourceSection:
 
     def check(self, at: str) -> None:
         _require(self.kind in SOURCE_KINDS, at, "kind", "one of " + ", ".join(f'"{k}"' for k in SOURCE_KINDS))
+        _require(self.seed >= 0, at, "seed", ">= 0 (a scenario seed)")
         _require(self.kind != "replay" or bool(self.path), at, "path", "a session folder when kind is replay")
         if self.faults:
             from edgefusion.sensors.faults import parse_faults
@@ -179,10 +180,16 @@ def set_sensor_offset(path: str | Path, modality: str, offset_ms: float) -> None
     from edgefusion.atomic import atomic_write
 
     path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
     lines = text.splitlines()
     header, line = f"[sensors.{modality}]", f"offset_ms = {offset_ms:.2f}"
-    starts = [i for i, x in enumerate(lines) if x.strip() == header]
+    starts = [i for i, x in enumerate(lines) if x.split("#")[0].strip() == header]
     if not starts:
         lines += ["", header, line]
     else:
@@ -195,7 +202,12 @@ def set_sensor_offset(path: str | Path, modality: str, offset_ms: float) -> None
     new = "\n".join(lines).lstrip("\n") + "\n"
     try:
         parse_config(tomllib.loads(new), str(path))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    with atomic_write(path) as f:
-        f.write(new.encode())
+    except tomllib.TOMLDecodeError as err:  # the file's own TOML was read fine: the edit is what failed
+        raise ConfigError(
+            f"{path}: cannot add the offset to this file's layout ({err}); write {header} {line} by hand"
+        ) from None
+    try:
+        with atomic_write(path) as f:
+            f.write(new.encode())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot write: {err}") from None

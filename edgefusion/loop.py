@@ -77,6 +77,7 @@ class Runtime:
         self.ticks = 0
         self.overruns = 0
         self.sync: Synchronizer | None = None
+        self.next_backend: Backend | None = None  # set by a reload (another thread), swapped in by run()
 
     def start(self) -> None:
         self.backend.activate()
@@ -92,6 +93,13 @@ class Runtime:
         finally:
             if self.writer is not None:
                 self.writer.close()
+
+    def swap_backend(self, backend: Backend) -> None:
+        """Between ticks: run ``backend`` (active, same labels) from the next tick on. Its
+        buffers are new, so every present modality is copied in and encoded again."""
+        old, self.backend = self.backend, backend
+        self.sync = Synchronizer(self.sensors, self.max_age_s, backend)
+        old.deactivate()
 
     def tick(self, now: float | None = None) -> TickResult:
         t0 = time.monotonic()
@@ -134,6 +142,9 @@ class Runtime:
             if now < next_t:
                 stop.wait(next_t - now)
                 continue
+            if self.next_backend is not None:
+                backend, self.next_backend = self.next_backend, None
+                self.swap_backend(backend)
             self.tick(now)
             next_t += self.period
             late = time.monotonic() - next_t

@@ -28,6 +28,7 @@ class Rig:
     # Replay at max speed: the recorded ticks to re-run, on the recorded clock (else: real time).
     ticks: list[dict] | None = None
     facts: dict = field(default_factory=dict)  # what a recording of this rig should say about it
+    duration_s: float | None = None  # a replay ends with its recording
 
 
 def make_rig(cfg, labels: tuple[str, ...]) -> Rig:
@@ -69,13 +70,23 @@ def _devices(cfg) -> Rig:
     """The robot's own sensors: a RealSense for rgb + depth, a microphone through PortAudio."""
     import time
 
-    from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone, import_pyaudio
+    from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone, check_device, import_pyaudio
     from edgefusion.sensors.realsense import RealSenseCamera, import_realsense
 
-    # A missing library is a set-up error, said at once; a missing device is not: the robot may
-    # boot before its camera enumerates, so the loop starts and the drivers keep trying.
-    import_realsense()
+    # A missing library is a set-up error, said at once, and so is a device the config names
+    # that is not there. A default device that is missing is not: the robot may boot before its
+    # camera enumerates, so the loop starts and the drivers keep trying.
+    rs = import_realsense()
     import_pyaudio()
+    if cfg.camera.serial:
+        serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+        if cfg.camera.serial not in serials:
+            raise EdgefusionError(
+                f"[camera] serial {cfg.camera.serial!r}: not connected (connected: {', '.join(serials) or 'none'}); "
+                "check it with rs-enumerate-devices, or leave it empty to take the first camera"
+            )
+    if cfg.microphone.device or cfg.microphone.rate:
+        check_device(cfg.microphone)
     camera = RealSenseCamera(cfg.camera, offset_s=cfg.sensors["rgb"].offset_ms / 1000)
     camera.depth.offset_s = cfg.sensors["depth"].offset_ms / 1000
     mic = PyAudioMicrophone(cfg.microphone, offset_s=cfg.sensors["audio"].offset_ms / 1000)
@@ -118,5 +129,6 @@ def _replay(cfg) -> Rig:
         start,
         truth if session.labels else None,
         ticks=None if cfg.source.realtime else recorded_ticks(session, cfg.runtime.tick_hz),
+        duration_s=session.t_end - t_rec,
         facts={"source": "replay", "path": str(session.root), "warnings": session.warnings},
     )

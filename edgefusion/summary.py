@@ -53,7 +53,7 @@ class SessionSummary:
             "encoder_runs": dict(stats.encoder_runs),
             "head_runs": stats.head_runs,
             "encoder_runs_saved": 1 - runs / max(1, len(MODALITIES) * stats.head_runs),
-            "dropped_nonfinite": {m: s.dropped_nonfinite for m, s in runtime.sensors.items()},
+            "dropped": {m: dict(s.dropped) for m, s in runtime.sensors.items()},
             "accuracy_by_pattern": {
                 p: {"accuracy": h[0] / h[1], "ticks": h[1]}
                 for p, h in sorted(self.by_pattern.items(), key=lambda kv: -kv[1][1])

@@ -33,7 +33,7 @@ def test_demo_json_survives_faults_and_reports():
     assert all(x["sensors"]["rgb"] in ("FAILED", "RECONNECTING") for x in during)
     assert after and sum(x["present"]["rgb"] for x in after) >= 0.9 * len(after), "the camera came back"
     summary = json.loads(r.stderr.strip().splitlines()[-1])
-    assert summary["dropped_nonfinite"]["audio"] > 0
+    assert summary["dropped"]["audio"]["nonfinite"] > 0
     assert summary["encoder_runs"]["audio"] < summary["head_runs"] / 2, "audio is encoded per window, not per tick"
 
 

@@ -213,3 +213,36 @@ def test_training_takes_recorded_sessions(recorded):
     model = FusionModel(ModelConfig(fusion="lmf"))
     result = train(model, data, TrainConfig(epochs=1, batch_size=16), log=lambda m: None)
     assert np.isfinite(result["history"][0]["loss"])
+
+
+def test_a_failing_writer_is_one_error_at_close_not_a_hang(tmp_path, monkeypatch):
+    """The writer thread dies on its first frame (a full disk): the taps go on filling the queue,
+    and close() must still return, with the error in one line."""
+    import threading
+    import types
+
+    from edgefusion.sensors.base import Sample
+    from edgefusion.session import recorder as recorder_module
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder_module, "CameraFileWriter", broken)
+    camera = types.SimpleNamespace(modality="rgb", on_sample=None)
+    rec = recorder_module.SessionRecorder(tmp_path / "s", {"rgb": camera}, 16000, {})
+    rec.start(0.0)
+    frame = np.zeros((3, 48, 64), np.float32)
+    for i in range(3000):  # well past the queue's bound
+        camera.on_sample(Sample(frame, i / 30, i + 1))
+    errors = []
+    closing = threading.Thread(target=lambda: errors.append(pytest.raises(EdgefusionError, rec.close)))
+    closing.start()
+    closing.join(timeout=20)
+    assert not closing.is_alive(), "close() hung on the dead writer's full queue"
+    assert errors and "No space left" in str(errors[0].value)
+
+
+def test_recording_into_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "f").write_text("")
+    r = _cli("record", "--out", str(tmp_path / "f"), "--seconds", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "not an empty folder" in r.stderr

@@ -9,6 +9,8 @@ capped backoff, so the loop only ever calls the non-blocking ``read_latest``.
 from __future__ import annotations
 
 import enum
+import math
+import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from edgefusion.sensors.frames import CAMERAS, VALID_RANGE
 
 
 class SensorState(str, enum.Enum):
@@ -40,7 +44,7 @@ class SampleSource(Protocol):
     device; a benchmark or a replay may implement it directly."""
 
     modality: str
-    dropped_nonfinite: int
+    dropped: dict[str, int]  # samples dropped by kind (nonfinite, range, frozen, clock)
 
     def connect(self) -> None: ...
 
@@ -71,11 +75,82 @@ class SensorGone(Exception):
 
 @dataclass(frozen=True)
 class Backoff:
-    first_s: float = 0.2
-    max_s: float = 2.0
+    """Capped exponential backoff with jitter: many robots (or two sensors on one USB hub)
+    retrying in step would all hit the bus at once. The cap bounds the whole delay, jitter
+    included, so a device that is back is reopened within ``max_s``."""
+
+    first_s: float = 0.1
+    # 0.8 s: a camera is back within 0.8 s of its device, a microphone within 2 s (its first
+    # window needs 1 s of audio); a retry is cheap (a device query, ~1 ms for a RealSense).
+    max_s: float = 0.8
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.first_s * 2 ** min(attempt, 30))
+        return min(self.max_s, self.first_s * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
+
+
+DROP_KINDS = ("nonfinite", "range", "frozen", "clock")
+FROZEN_AFTER = 3  # identical frames in a row before the stream counts as frozen (100 ms at 30 fps)
+CLOCK_REOPEN_AFTER = 15  # samples in a row with an impossible time before the device is reopened
+FUTURE_S = 0.25  # a sample stamped later than this past now has a clock that jumped ahead
+
+
+class SampleGuard:
+    """What a sample must pass, on the capture thread, before the loop may see it.
+
+    Dropped and counted, never fed to the model: NaN/Inf; values no device of this modality can
+    give (``valid``: 8-bit RGB, Z16 depth in metres, 16-bit audio); a camera frame identical to
+    the ones before it (a frozen stream: a live sensor's noise never repeats a frame bit for
+    bit); a timestamp that does not advance or lies in the future (a clock that jumped). A clock
+    that stays wrong is the device's: the guard raises SensorGone and the reopen re-syncs it.
+    """
+
+    def __init__(self, valid: tuple[float, float], detect_frozen: bool):
+        self.valid, self.detect_frozen = valid, detect_frozen
+        self.dropped = dict.fromkeys(DROP_KINDS, 0)
+        self.reset()
+
+    def reset(self) -> None:
+        """A reopened device starts afresh: a new clock mapping, no previous frame."""
+        self._last_t = -math.inf
+        self._prev: np.ndarray | None = None
+        self._same = self._bad_clock = 0
+
+    def check(self, data: np.ndarray, t: float) -> str | None:
+        """None if ``data`` at ``t`` may be used, else the kind of fault it shows."""
+        if not np.isfinite(data).all():
+            return self._drop("nonfinite")
+        if data.min() < self.valid[0] or data.max() > self.valid[1]:
+            return self._drop("range")
+        if t <= self._last_t or t > time.monotonic() + FUTURE_S:
+            self._bad_clock += 1
+            if self._bad_clock >= CLOCK_REOPEN_AFTER:
+                raise SensorGone(f"the device clock jumped ({self._bad_clock} samples out of time)")
+            return self._drop("clock")
+        self._bad_clock = 0
+        self._last_t = t
+        if self.detect_frozen:
+            if self._prev is not None and np.array_equal(self._prev, data):
+                self._same += 1
+                if self._same >= FROZEN_AFTER - 1:
+                    return self._drop("frozen")
+            else:
+                self._same = 0
+                if self._prev is None or self._prev.shape != data.shape:
+                    self._prev = np.empty_like(data)
+                np.copyto(self._prev, data)
+        return None
+
+    def _drop(self, kind: str) -> str:
+        self.dropped[kind] += 1
+        return kind
+
+
+_DROP_REASON = {
+    "nonfinite": "dropping non-finite samples",
+    "range": "dropping out-of-range samples",
+    "frozen": "frozen: the same frame again",
+    "clock": "dropping samples stamped out of time (clock jump)",
+}
 
 
 class Sensor(ABC):
@@ -95,7 +170,7 @@ class Sensor(ABC):
         self._reason = "not connected yet"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.dropped_nonfinite = 0  # samples with NaN/Inf, dropped on the capture thread
+        self.guard = SampleGuard(VALID_RANGE[self.modality], self.modality in CAMERAS)
         # Called on the capture thread with every new sample (a session recorder's tap): it
         # must be quick and must not keep ``data`` past the call without copying it.
         self.on_sample: Callable[[Sample], None] | None = None
@@ -143,19 +218,23 @@ class Sensor(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
-    def _finite(self, data: np.ndarray) -> bool:
-        """False (and counted) for a sample holding NaN/Inf: it must never reach the model.
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Samples dropped on the capture thread, by kind (see SampleGuard)."""
+        return self.guard.dropped
 
-        Checked here, on the capture thread, so the tick pays nothing for it."""
-        if np.isfinite(data).all():
+    def _usable(self, data: np.ndarray, t: float) -> bool:
+        """The guard's verdict, said in the sensor's reason when it drops. Checked here, on the
+        capture thread, so the tick pays nothing for it."""
+        kind = self.guard.check(data, t)
+        if kind is None:
             return True
-        self.dropped_nonfinite += 1
-        self._set_state(SensorState.OK, f"dropping non-finite samples ({self.dropped_nonfinite} so far)")
+        self._set_state(SensorState.OK, f"{_DROP_REASON[kind]} ({self.guard.dropped[kind]} so far)")
         return False
 
     def _publish(self, data: np.ndarray, t: float) -> None:
         """Called by the capture thread with each captured sample."""
-        if self._finite(data):
+        if self._usable(data, t):
             self._store(data, t)
 
     def _store(self, data: np.ndarray, t: float) -> None:
@@ -163,8 +242,9 @@ class Sensor(ABC):
             self._reason = ""
             self._seq += 1
             self._latest = sample = Sample(data, t + self.offset_s, self._seq)
-        if self.on_sample is not None:
-            self.on_sample(sample)
+        tap = self.on_sample  # read once: a recorder may detach it from another thread meanwhile
+        if tap is not None:
+            tap(sample)
 
     def _set_state(self, state: SensorState, reason: str) -> None:
         with self._lock:
@@ -173,6 +253,7 @@ class Sensor(ABC):
     def _opened(self) -> None:
         """After every successful open. A driver that keeps state across samples (a ring of
         audio) extends this to forget what came before the outage."""
+        self.guard.reset()
         self._set_state(SensorState.OK, "")
 
     def _stream(self, modality: str) -> StreamView:
@@ -222,11 +303,15 @@ class StreamView:
         self.device, self.modality = device, modality
         self.name = f"{device.name}/{modality}"
         self.offset_s = 0.0  # this stream's own calibration offset, as Sensor.offset_s
+        self.guard = SampleGuard(VALID_RANGE[modality], modality in CAMERAS)
         self._lock = threading.Lock()
         self._latest: Sample | None = None
         self._seq = 0
-        self.dropped_nonfinite = 0
         self.on_sample: Callable[[Sample], None] | None = None  # as Sensor.on_sample
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.guard.dropped
 
     def connect(self) -> None:
         self.device.connect()
@@ -236,14 +321,14 @@ class StreamView:
 
     def _publish(self, data: np.ndarray, t: float) -> None:
         """Called by the device's capture thread with the device's time (before any offset)."""
-        if not np.isfinite(data).all():
-            self.dropped_nonfinite += 1
+        if self.guard.check(data, t) is not None:
             return
         with self._lock:
             self._seq += 1
             self._latest = sample = Sample(data, t + self.offset_s, self._seq)
-        if self.on_sample is not None:
-            self.on_sample(sample)
+        tap = self.on_sample  # read once: a recorder may detach it from another thread meanwhile
+        if tap is not None:
+            tap(sample)
 
     def read_latest(self, max_age_s: float, now: float | None = None) -> Sample | None:
         return self.poll(max_age_s, now)[0]

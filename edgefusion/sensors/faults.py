@@ -6,6 +6,8 @@ depth:stall@3-5     frames stop arriving, the device stays open
 rgb:frozen@2-4      the same image again and again, timestamps still advancing
 audio:nan@6-7       samples are NaN
 depth:noise@1-2     heavy noise on top of the signal
+rgb:jump@3-5        the device clock jumps: samples stamped 3 s late, then 3 s early, by turns
+                    of half a second
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES
 
-FAULT_KINDS = ("stop", "stall", "frozen", "nan", "noise")
+FAULT_KINDS = ("stop", "stall", "frozen", "nan", "noise", "jump")
+JUMP_S = 3.0  # how far a "jump" fault moves a device clock
+
 DEFAULT_DEMO_FAULTS = "rgb:stop@6-12,depth:stop@6-12,audio:stop@10-15"
 
 

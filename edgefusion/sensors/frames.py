@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 DEPTH_SCALE = 0.001  # metres per Z16 step: the RealSense default (the D400 series' depth units)
+CAMERAS = ("rgb", "depth")
+# What a device of each modality can deliver at all (depth: Z16 at up to 1 mm per step).
+VALID_RANGE = {"rgb": (0.0, 255.0), "depth": (0.0, 65.535), "audio": (-32768.0, 32767.0)}
 
 
 def depth_metres(z16: np.ndarray, scale: float = DEPTH_SCALE, out: np.ndarray | None = None) -> np.ndarray:

@@ -69,12 +69,13 @@ class MicrophoneSensor(Sensor):
         super()._opened()
 
     def _publish(self, data: np.ndarray, t: float) -> None:
-        if not self._finite(data):
+        if not self._usable(data, t):
             self._good = 0
             return
         self._ring.push(data)
-        if self.on_block is not None:
-            self.on_block(data, t)
+        tap = self.on_block  # read once: see Sensor._store
+        if tap is not None:
+            tap(data, t)
         self._good += len(data)
         self._since_hop += len(data)
         if self._since_hop >= self.hop and self._good >= self._ring.window:

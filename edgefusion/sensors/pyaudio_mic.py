@@ -167,6 +167,36 @@ def select_input_device(pa, device: str) -> tuple[int, dict]:
 # -- time stamps -----------------------------------------------------------------------------------
 
 
+def resolve_device(pyaudio, pa, cfg: MicrophoneConfig) -> tuple[int, dict, int]:
+    """(index, info, rate) of the configured input, or an EdgefusionError saying what is wrong:
+    no such device (with the list), too few channels, a rate it cannot give."""
+    index, info = select_input_device(pa, cfg.device)
+    rate = cfg.rate or int(info["defaultSampleRate"])
+    name = f"input device {index} {info['name']!r}"
+    if cfg.channels > info["maxInputChannels"]:
+        raise EdgefusionError(f"{name} has {info['maxInputChannels']} input channels, not {cfg.channels}")
+    with library_output() as out:
+        try:
+            pa.is_format_supported(rate, input_device=index, input_channels=cfg.channels, input_format=pyaudio.paInt16)
+        except ValueError as err:
+            raise EdgefusionError(
+                f"{name} cannot capture {cfg.channels} ch of 16-bit audio at {rate} Hz ({err.args[0]}; its default"
+                f" rate is {info['defaultSampleRate']:.0f} Hz: set rate = 0 to use it){out.why()}"
+            ) from None
+    return index, info, rate
+
+
+def check_device(cfg: MicrophoneConfig) -> None:
+    """Before a run: the device the config names (or its rate) must be there and able."""
+    pyaudio = import_pyaudio()
+    with library_output():
+        pa = pyaudio.PyAudio()
+    try:
+        resolve_device(pyaudio, pa, cfg)
+    finally:
+        pa.terminate()
+
+
 class BlockClock:
     """When a callback block's first sample was captured, on time.monotonic()'s clock.
 
@@ -272,21 +302,8 @@ class PyAudioMicrophone(MicrophoneSensor):
 
     def _open_stream(self, pyaudio) -> None:
         cfg = self.config
-        index, info = select_input_device(self._pa, cfg.device)
-        rate = cfg.rate or int(info["defaultSampleRate"])
+        index, info, rate = resolve_device(pyaudio, self._pa, cfg)
         name = f"input device {index} {info['name']!r}"
-        if cfg.channels > info["maxInputChannels"]:
-            raise EdgefusionError(f"{name} has {info['maxInputChannels']} input channels, not {cfg.channels}")
-        with library_output() as out:
-            try:
-                self._pa.is_format_supported(
-                    rate, input_device=index, input_channels=cfg.channels, input_format=pyaudio.paInt16
-                )
-            except ValueError as err:
-                raise EdgefusionError(
-                    f"{name} cannot capture {cfg.channels} ch of 16-bit audio at {rate} Hz ({err.args[0]}; its default"
-                    f" rate is {info['defaultSampleRate']:.0f} Hz: set rate = 0 to use it){out.why()}"
-                ) from None
         self._resample = _ToModelRate(rate) if rate != SAMPLE_RATE else None
         self._pending, self._pending_end = np.zeros(0, np.float32), 0.0
         frames = max(1, round(cfg.block_ms * rate / 1000))

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.base import Sensor, SensorGone
-from edgefusion.sensors.faults import Fault, active_fault
+from edgefusion.sensors.faults import JUMP_S, Fault, active_fault
 from edgefusion.sensors.frames import depth_metres, depth_z16, pcm16, rgb8
 from edgefusion.sensors.microphone import MicrophoneSensor
 from edgefusion.task import GESTURES, N_SYMBOLS, OBJECTS, SAMPLE_RATE, WORDS, encode, style_probabilities
@@ -143,6 +143,8 @@ class _SimulatedDevice(ABC):
         t, kind = slot
         if kind != "frozen" or self._last is None:
             self._last = self._make(t, kind)
+        if kind == "jump":  # the device's clock, not the data: back, then ahead, by turns
+            t += JUMP_S if int(self._stream.clock.elapsed(t) * 2) % 2 else -JUMP_S
         return self._last, t
 
     def _close(self) -> None:
@@ -155,8 +157,8 @@ class SimulatedCamera(_SimulatedDevice, Sensor):
     def __init__(
         self, modality: str, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), fps=CAMERA_FPS
     ):
+        self.modality = modality  # before the base class's init, which reads it
         super().__init__(f"sim-{modality}")
-        self.modality = modality
         self.scenario, self.clock = scenario, clock
         self._stream = _Stream(modality, clock, faults, 1.0 / fps, catch_up=False)
         self._render = render_rgb if modality == "rgb" else render_depth

@@ -7,7 +7,8 @@ whose monitor the PortAudio driver captures. Everything downstream of the device
 code path, so this is where the drivers meet the runtime without hardware.
 
 Faults act on the devices the way real ones fail: a camera ``stop`` or ``stall`` stops the frames
-(a USB camera that stops streaming), ``frozen`` repeats one frame, ``noise`` adds sensor noise;
+(a USB camera that stops streaming), ``frozen`` repeats one frame, ``noise`` adds sensor noise,
+``jump`` moves the camera's hardware clock;
 a microphone ``stop`` kills the sound server (the device vanishes, then comes back), ``stall``
 freezes it, ``noise`` is played into the room. NaN cannot come out of an 8- or 16-bit device.
 """
@@ -22,14 +23,15 @@ import numpy as np
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.faults import Fault, active_fault, parse_faults
+from edgefusion.sensors.faults import JUMP_S, Fault, active_fault, parse_faults
 from edgefusion.sensors.frames import depth_z16, rgb8
 from edgefusion.sensors.simulated import CAMERA_FPS, RigClock, Scenario, scenario_track
 from edgefusion.task import GESTURES, OBJECTS, SAMPLE_RATE
 from edgefusion.task.scenes import HEIGHT, WIDTH, render_depth, render_rgb
 
 DEVICE_CLOCK_OFFSET_S = 1234.5  # the software camera's clock is not the host's: the driver must map it
-FAULT_KINDS = ("stop", "stall", "frozen", "noise")
+CAMERA_FAULTS = ("stop", "stall", "frozen", "noise", "jump")
+MICROPHONE_FAULTS = ("stop", "stall", "noise")
 
 
 class _CameraFeeder:
@@ -46,7 +48,8 @@ class _CameraFeeder:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():  # the rig may be closed without having started
+            self._thread.join(timeout=2)
 
     def _frame(self, t: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         segment = self.scenario.segment(t)
@@ -76,7 +79,8 @@ class _CameraFeeder:
                 continue
             if "frozen" not in kinds or self._last is None:
                 self._last = self._frame(t, k)
-            self.camera.feed(*self._last, (now + DEVICE_CLOCK_OFFSET_S) * 1000.0)
+            jump = (JUMP_S if int(t * 2) % 2 else -JUMP_S) if "jump" in kinds else 0.0
+            self.camera.feed(*self._last, (now + DEVICE_CLOCK_OFFSET_S + jump) * 1000.0)
 
 
 def _speech(scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...]):
@@ -137,11 +141,15 @@ def virtual_rig(cfg, labels: tuple[str, ...]):
     from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig, SoftwareCamera
 
     faults = parse_faults(cfg.source.faults)
-    bad = [f"{f.modality}:{f.kind}" for f in faults if f.kind not in FAULT_KINDS]
+    bad = [
+        f"{f.modality}:{f.kind}"
+        for f in faults
+        if f.kind not in (MICROPHONE_FAULTS if f.modality == "audio" else CAMERA_FAULTS)
+    ]
     if bad:
         raise EdgefusionError(
-            f"the virtual rig's devices cannot do {', '.join(bad)} (8- and 16-bit devices have no NaN); "
-            f"use {', '.join(FAULT_KINDS)}, or the simulated rig"
+            f"the virtual rig's devices cannot do {', '.join(bad)} (8- and 16-bit devices have no NaN); cameras "
+            f"can {', '.join(CAMERA_FAULTS)}, the microphone {', '.join(MICROPHONE_FAULTS)}; or use the simulated rig"
         )
     scenario, clock = Scenario(cfg.source.seed), RigClock()
     software = SoftwareCamera(WIDTH, HEIGHT, int(CAMERA_FPS))
@@ -169,8 +177,11 @@ def virtual_rig(cfg, labels: tuple[str, ...]):
         return t0
 
     def close() -> None:
-        for part in (mic_faults, feeder, speaker, server):
-            part.stop()
+        try:
+            for part in (mic_faults, feeder, speaker):
+                part.stop()
+        finally:  # the sound server is a process of its own: never left behind
+            server.stop()
 
     facts = {"source": "virtual", "seed": cfg.source.seed, "faults": cfg.source.faults}
     return Rig("virtual", sensors, start, scenario_truth(scenario, labels), close, facts=facts)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from edgefusion.errors import SessionError
+from edgefusion.errors import EdgefusionError, SessionError
+from edgefusion.sensors.base import SensorState
 from edgefusion.session.camera_file import CameraFileWriter, camera_file_name, find_camera_file, read_camera_file
 
 SESSION_FORMAT = "edgefusion-session/1"
@@ -48,6 +49,13 @@ class Session:
     def t_start(self) -> float:
         return self.facts["t"]
 
+    @property
+    def t_end(self) -> float:
+        """The last thing recorded: a tick, a frame or an audio window."""
+        last = [self.ticks[-1]["t"]] if self.ticks else []
+        last += [f[-1][0] for f in self.frames.values() if f] + ([self.windows[-1][0]] if self.windows else [])
+        return max(last, default=self.t_start)
+
     def label_at(self, t: float) -> str | None:
         """The recorded intent at ``t`` (None before the first label)."""
         current = None
@@ -80,27 +88,38 @@ def load_session(root: str | Path, window_s: float = 1.0) -> Session:
 
     camera = find_camera_file(root)
     if camera is not None:
-        session.frames.update(read_camera_file(camera))
+        try:
+            session.frames.update(read_camera_file(camera))
+        except EdgefusionError as err:
+            if complete:
+                raise
+            # Cut short with the recorder: the rest of the session still replays, camera absent.
+            session.warnings.append(f"{err}; the camera replays as absent")
 
     rate = int(facts.get("sample_rate", 0))
     window = int(round(window_s * rate))
     audio = session.audio = _read_wav(root / AUDIO_FILE, rate, complete, session.warnings)
     for e in events[1:]:
-        kind, t = e.get("kind"), e.get("t")
-        if kind == "window":
-            end = e["end"]
-            if audio is None or end > len(audio):
-                if complete:
-                    raise SessionError(f"{root / AUDIO_FILE}: shorter than its events say; the session is damaged")
-                break  # the rest of the audio was not written before the recorder died
-            session.windows.append((t, audio[end - window : end]))
-            session.window_ends.append(end)
-        elif kind == "state":
-            session.states.setdefault(e["modality"], []).append((t, e["state"]))
-        elif kind == "label":
-            session.labels.append((t, e["label"]))
-        elif kind == "tick":
-            session.ticks.append(e)
+        kind, t = e["kind"], e["t"]
+        try:
+            if kind == "window":
+                end = e["end"]
+                if audio is None or end > len(audio):
+                    if complete:
+                        raise SessionError(f"{root / AUDIO_FILE}: shorter than its events say; the session is damaged")
+                    break  # the rest of the audio was not written before the recorder died
+                session.windows.append((t, audio[end - window : end]))
+                session.window_ends.append(end)
+            elif kind == "state":
+                session.states.setdefault(e["modality"], []).append((t, SensorState(e["state"]).value))
+            elif kind == "label":
+                session.labels.append((t, e["label"]))
+            elif kind == "tick":
+                session.ticks.append(e)
+        except (KeyError, TypeError, ValueError) as err:
+            raise SessionError(
+                f"{root / EVENTS_FILE}: the {kind} event at t={t} is malformed ({err!r}); the event log is damaged"
+            ) from None
     return session
 
 
@@ -115,11 +134,14 @@ def _read_events(path: Path, complete: bool) -> list[dict]:
         if not line:
             continue
         try:
-            events.append(orjson.loads(line))
+            event = orjson.loads(line)
         except orjson.JSONDecodeError:
             if i == len(lines) and not complete:
                 break  # the line being written when the recorder died
             raise SessionError(f"{path}:{i}: not a JSON line; the event log is damaged") from None
+        if not (isinstance(event, dict) and isinstance(event.get("t"), (int, float)) and "kind" in event):
+            raise SessionError(f"{path}:{i}: not an event (an object with a time t and a kind); the log is damaged")
+        events.append(event)
     return events
 
 

@@ -9,6 +9,7 @@ killed recorder leaves what it had written readable. ``session.json`` is written
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -50,8 +51,12 @@ class SessionRecorder:
         """``truth`` (a rig that knows what the person means) or ``label`` (one intent for the
         whole session, said by whoever records it) become the session's label events."""
         self.out = Path(out)
-        if self.out.exists() and any(self.out.iterdir()):
-            raise EdgefusionError(f"{self.out} already exists and is not empty: record into a new folder")
+        try:
+            used = self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir()))
+        except OSError as err:
+            raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
+        if used:
+            raise EdgefusionError(f"{self.out} already exists and is not an empty folder: record into a new folder")
         self.sensors = sensors
         self.sample_rate = sample_rate
         self.facts = facts
@@ -61,8 +66,13 @@ class SessionRecorder:
         self.written = dict.fromkeys(MODALITIES, 0)
         self._queue: queue.Queue = queue.Queue(maxsize=1024)
         self._thread = threading.Thread(target=self._write_loop, name="session-recorder", daemon=True)
-        self._audio_end = 0  # samples in audio.wav so far: where the next window ends
+        # Counted on the microphone's capture thread, in the order it hands blocks and windows
+        # over: samples queued for audio.wav so far (where a window ends in it), and where the
+        # last block the queue had no room for was (a window spanning it is not in the file).
+        self._audio_queued = 0
+        self._audio_gap_at = -1
         self._camera: CameraFileWriter | None = None
+        self._camera_path: Path | None = None  # set by start()
         self._wav: wave.Wave_write | None = None
         self._events = None
         self._error: BaseException | None = None
@@ -71,6 +81,7 @@ class SessionRecorder:
     def start(self, t0: float) -> None:
         """Begin (before the sensors connect): ``t0`` is the rig clock's start."""
         self.t0 = t0
+        self._camera_path = self.out / camera_file_name()  # here: without pyrealsense2, fail before recording
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self._events = open(self.out / EVENTS_FILE, "wb", buffering=0)  # noqa: SIM115 (closed in close())
@@ -80,19 +91,32 @@ class SessionRecorder:
         for m, sensor in self.sensors.items():
             sensor.on_sample = self._tap(m)
             if isinstance(sensor, MicrophoneSensor):
-                sensor.on_block = lambda block, t: self._put(("block", block.copy()))
+                sensor.on_block = self._on_block
         self._thread.start()
 
     def _tap(self, modality: str):
         if modality == "audio":
-            return lambda s: self._put(("window", s.t))
+            return self._on_window
         return lambda s: self._put(("frame", modality, s.data.copy(), s.t))
 
-    def _put(self, item) -> None:
+    def _on_block(self, block, t: float) -> None:
+        if self._put(("block", block.copy())):
+            self._audio_queued += len(block)
+        else:
+            self._audio_gap_at = self._audio_queued
+
+    def _on_window(self, sample) -> None:
+        end = self._audio_queued
+        if end - len(sample.data) >= self._audio_gap_at:  # all of it reaches the file
+            self._put(("window", sample.t, end))
+
+    def _put(self, item) -> bool:
         try:
             self._queue.put_nowait(item)
+            return True
         except queue.Full:
-            self.dropped += 1
+            self.dropped += 1  # approximate: taps on several threads count here
+            return False
 
     def event(self, kind: str, t: float, **fields) -> None:
         self._put(("event", {"t": t, "kind": kind, **fields}))
@@ -111,6 +135,8 @@ class SessionRecorder:
                 self._write(item)
         except BaseException as err:  # reported by close(): the capture threads must not see it
             self._error = err
+            while self._queue.get() is not None:  # keep draining: close() waits to put its None
+                pass
 
     def _write(self, item) -> None:
         kind = item[0]
@@ -119,7 +145,7 @@ class SessionRecorder:
         elif kind == "frame":
             _, modality, data, t = item
             if self._camera is None:
-                self._camera = CameraFileWriter(self.out / camera_file_name(), data.shape[-2:])
+                self._camera = CameraFileWriter(self._camera_path, data.shape[-2:])
             self._camera.write(modality, data, t)
             self.written[modality] += 1
         elif kind == "block":
@@ -129,10 +155,9 @@ class SessionRecorder:
                 self._wav.setsampwidth(2)
                 self._wav.setframerate(self.sample_rate)
             self._wav.writeframes(pcm16(item[1]).tobytes())  # rewrites the header's sizes each time
-            self._audio_end += len(item[1])
         elif kind == "window":
             self.written["audio"] += 1
-            self._events.write(orjson.dumps({"t": item[1], "kind": "window", "end": self._audio_end}) + b"\n")
+            self._events.write(orjson.dumps({"t": item[1], "kind": "window", "end": item[2]}) + b"\n")
 
     def close(self) -> dict:
         """Detach, write what is queued, finalise the files, then mark the session complete."""
@@ -143,12 +168,13 @@ class SessionRecorder:
         self.event("stop", time.monotonic())
         self._queue.put(None)
         self._thread.join()
-        if self._camera is not None:
-            self._camera.close()
-        if self._wav is not None:
-            self._wav.close()
-        if self._events is not None:
-            self._events.close()
+        try:
+            with contextlib.ExitStack() as files:  # every file is closed even if one fails to
+                for f in (self._events, self._wav, self._camera):
+                    if f is not None:
+                        files.callback(f.close)
+        except OSError as err:  # a full disk at the last flush: said as the writer's errors are
+            self._error = self._error or err
         if self._error is not None:
             raise EdgefusionError(f"recording into {self.out} failed: {self._error}") from self._error
         summary = {"format": SESSION_FORMAT, "complete": True, "samples": self.written, "dropped": self.dropped}

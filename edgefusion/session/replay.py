@@ -2,7 +2,7 @@
 
 A replay source needs no thread: the newest sample at a tick is found by time. ``shift`` maps
 recorded times onto the runtime's clock: 0 replays on the recorded clock (ticks driven at the
-recorded tick times, as fast as they run: ``replay_ticks``), and ``now - t_start`` replays in
+recorded ticks, as fast as they run: ``replay_tick``), and ``now - t_start`` replays in
 real time from now.
 """
 
@@ -22,7 +22,7 @@ from edgefusion.session.layout import Session
 class ReplaySource:
     """One modality of a session, as a SampleSource."""
 
-    dropped_nonfinite = 0
+    dropped: dict[str, int] = {}  # nothing is checked again: these samples were checked live
 
     def __init__(self, modality: str, samples: list[tuple[float, np.ndarray]], states: list[tuple[float, str]]):
         self.modality = modality
