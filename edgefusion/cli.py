@@ -131,6 +131,7 @@ def _session(
         tuple(sinks),
         on_result if summary else None,
         cfg.output.flush_ms / 1000,
+        cfg.runtime.deadline_ms,
     )
     stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
     try:

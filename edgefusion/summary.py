@@ -48,6 +48,7 @@ class SessionSummary:
             "ticks": runtime.ticks,
             "tick_rate_hz": (runtime.ticks - 1) / seconds if seconds > 0 else 0.0,
             "overruns": runtime.overruns,
+            "late_ticks": runtime.late,
             "latency_ms_p50": float(np.percentile(lat, 50)),
             "latency_ms_p99": float(np.percentile(lat, 99)),
             "encoder_runs": dict(stats.encoder_runs),

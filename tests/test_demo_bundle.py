@@ -48,3 +48,7 @@ def test_remeasured_through_the_backend(bundle):
     assert all(fp32[p] >= 0.80 for p in ONE_MISSING), fp32
     assert all(abs(int8[p] - fp32[p]) <= 0.03 for p in fp32), (int8, fp32)
     assert report["fusion_gain"] >= 0.3
+    # A result's confidence says what is missing: it tracks the accuracy of its presence pattern.
+    conf = report["confidence"]["fp32"]
+    assert all(abs(conf[p] - fp32[p]) <= 0.1 for p in fp32), (conf, fp32)
+    assert conf[FULL] > max(conf[p] for p in ONE_MISSING) > max(conf[m] for m in ("rgb", "depth", "audio"))

@@ -161,3 +161,17 @@ def test_a_bundle_damaged_on_disk_is_refused_at_reload_and_the_loop_goes_on(tmp_
     assert "reloaded" in messages[1]
     ticks = [json.loads(line)["tick"] for line in out.read_text().splitlines()]
     assert ticks == list(range(1, len(ticks) + 1)), "no tick lost across the reloads"
+
+
+def test_a_tick_over_its_deadline_is_reported(tmp_path):
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text("[runtime]\ndeadline_ms = 0.001\n[output]\nstdout = false\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    reports = [line for line in r.stderr.splitlines() if "deadline" in line]
+    assert 3 <= len(reports) <= 8, r.stderr  # ~60 late ticks, said at the 1st, 2nd, 4th... only
