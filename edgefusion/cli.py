@@ -20,6 +20,7 @@ from edgefusion.errors import EdgefusionError, run_cli
 
 PROG = "edgefusion"
 DEMO_SECONDS = 20.0
+ACTIVATE_TIMEOUT_S = 600.0  # what systemd is asked to wait while the backend activates
 
 
 def _load_bundle(path: Path | None):
@@ -133,8 +134,15 @@ def _session(
         cfg.output.flush_ms / 1000,
         cfg.runtime.deadline_ms,
     )
+    from edgefusion.service.heartbeat import Heartbeat
+    from edgefusion.service.notify import Notifier, watchdog_interval_s
+
+    notifier = Notifier()  # a no-op unless systemd started us with Type=notify
+    heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s())
     stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
     try:
+        # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait.
+        notifier.extend_timeout(ACTIVATE_TIMEOUT_S)
         backend.activate()  # before the rig's clock starts: fault times count from the loop's start
         t0 = rig.start()
         for clocked in (summary, view):
@@ -143,6 +151,9 @@ def _session(
         if recorder is not None:
             recorder.start(t0)
         runtime.start()
+        # Ready: the bundle is loaded, the backend warm, the sensors attempted (each keeps trying).
+        notifier.ready(f"running {bundle.root.name} on {backend.name} ({backend.precision})")
+        heartbeat.start()
         if rig.duration_s is not None:  # a replay ends with its recording
             seconds = rig.duration_s if seconds is None else min(seconds, rig.duration_s)
         if rig.ticks is not None:  # a replay at max speed: the recorded ticks, no waiting
@@ -155,6 +166,8 @@ def _session(
         else:
             runtime.run(stop, seconds)
     finally:
+        heartbeat.stop()
+        notifier.stopping()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.stop()

@@ -1,0 +1,57 @@
+"""The watchdog gate: WATCHDOG=1 only while ticks progress, and the health as STATUS=.
+
+systemd restarts a service whose pings stop. Pinging from a timer alone would keep a hung loop
+alive forever, so each ping is earned: the loop must have ticked since the last one. The same
+thread writes a one-line health summary (``systemctl status`` shows it) at each beat.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edgefusion.modalities import MODALITIES
+from edgefusion.service.notify import Notifier
+
+
+def status_line(runtime, rate_hz: float) -> str:
+    last = runtime.last
+    if last is None:
+        return "starting: no tick yet"
+    sensors = ", ".join(f"{m} {s.value}" for m, s in zip(MODALITIES, last.sensors))
+    return (
+        f"{rate_hz:.1f} ticks/s; {sensors}; intent {last.label or '-'} {last.confidence:.0%}; "
+        f"latency {last.latency_ms:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
+    )
+
+
+class Heartbeat:
+    def __init__(self, notifier: Notifier, runtime, interval_s: float | None, status_every_s: float = 5.0):
+        """``interval_s``: how often to ping (half the watchdog timeout), None for no watchdog."""
+        self.notifier, self.runtime = notifier, runtime
+        self.interval_s, self.status_every_s = interval_s, status_every_s
+        self.pings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self.notifier.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        period = min(x for x in (self.interval_s, self.status_every_s) if x is not None)
+        ticks, t_status, t_ticks = self.runtime.ticks, 0.0, time.monotonic()
+        while not self._stop.wait(period):
+            now, n = time.monotonic(), self.runtime.ticks
+            if self.interval_s is not None and n > ticks:  # earned: the loop moved since the last ping
+                self.notifier.watchdog()
+                self.pings += 1
+            if now - t_status >= self.status_every_s:
+                self.notifier.status(status_line(self.runtime, (n - ticks) / max(now - t_ticks, 1e-9)))
+                t_status = now
+            ticks, t_ticks = n, now
