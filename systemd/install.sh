@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Install edgefusion on a Jetson as a systemd service (idempotent: run it again to update).
+#
+#   sudo systemd/install.sh [--bundle DIR] [--dry-run] [--root DIR] [--uninstall]
+#
+#   --root DIR   install into a staging root (an image being built, or CI): files and modes
+#                only; no user is created, nothing is enabled or started, no hardware check
+#   --dry-run    print every step, change nothing
+#   --uninstall  stop and disable the service, remove the unit, venv and code; keep the config
+#                (/etc/edgefusion) and the state (/var/lib/edgefusion: engines, caches)
+#   --bundle DIR the model bundle to run (default: the demo bundle inside the package)
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROOT="" DRY=0 UNINSTALL=0 BUNDLE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --root) ROOT=${2:?--root needs a folder}; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        --bundle) BUNDLE=${2:?--bundle needs a folder}; shift 2 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+SERVICE_USER=edgefusion
+GROUPS_WANTED="video render audio plugdev"
+PREFIX=$ROOT/opt/edgefusion
+UNIT=$ROOT/etc/systemd/system/edgefusion.service
+CONF=$ROOT/etc/edgefusion
+STATE=$ROOT/var/lib/edgefusion
+
+run() {  # every change goes through here, so --dry-run shows the whole plan
+    echo "+ $*"
+    [ "$DRY" -eq 1 ] || "$@"
+}
+fail() { echo "install.sh: $*" >&2; exit 2; }
+
+if [ -z "$ROOT" ]; then  # a real install: only onto a system it was made for
+    [ "$(id -u)" -eq 0 ] || [ "$DRY" -eq 1 ] || fail "run as root (sudo), or use --dry-run / --root DIR"
+    command -v systemctl >/dev/null || fail "no systemd here (systemctl not found): this installs a systemd service"
+    if [ ! -e /etc/nv_tegra_release ] && ! grep -qs "NVIDIA Jetson" /proc/device-tree/model; then
+        fail "not a Jetson (no /etc/nv_tegra_release, no Jetson in /proc/device-tree/model); for an image or a test, use --root DIR"
+    fi
+fi
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || fail "needs Python >= 3.10 (JetPack 6 has 3.10)"
+
+if [ "$UNINSTALL" -eq 1 ]; then
+    if [ -z "$ROOT" ]; then
+        run systemctl disable --now edgefusion.service || true
+    fi
+    run rm -f "$UNIT"
+    run rm -rf "$PREFIX"
+    [ -z "$ROOT" ] && run systemctl daemon-reload
+    echo "uninstalled; kept $CONF (config) and $STATE (engines, caches)"
+    exit 0
+fi
+
+# The service user, in the groups the GPU, camera, USB and sound nodes belong to.
+if [ -z "$ROOT" ]; then
+    id "$SERVICE_USER" >/dev/null 2>&1 || run useradd --system --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+    for g in $GROUPS_WANTED; do
+        getent group "$g" >/dev/null || run groupadd --system "$g"
+        run usermod -aG "$g" "$SERVICE_USER"
+    done
+fi
+
+# The code: a venv that also sees the system's site-packages, where JetPack puts TensorRT
+# (pip has no TensorRT wheels for Jetson); pyrealsense2 may come from a librealsense build too.
+run install -d -m 0755 "$PREFIX"
+[ -x "$PREFIX/venv/bin/python" ] || run python3 -m venv --system-site-packages "$PREFIX/venv"
+run "$PREFIX/venv/bin/pip" install --quiet --upgrade "$SRC[sensors]"
+
+# The config: written once, never overwritten (it is the robot's own from then on).
+run install -d -m 0750 "$CONF"
+if [ ! -e "$CONF/edgefusion.toml" ]; then
+    run install -m 0640 "$SRC/systemd/edgefusion.toml" "$CONF/edgefusion.toml"
+fi
+if [ -n "$BUNDLE" ]; then
+    run rm -rf "$CONF/bundle.new"
+    run cp -r "$BUNDLE" "$CONF/bundle.new"
+    run "$PREFIX/venv/bin/edgefusion" info --bundle "$CONF/bundle.new"  # verified before it replaces the old one
+    run rm -rf "$CONF/bundle"
+    run mv "$CONF/bundle.new" "$CONF/bundle"
+fi
+run install -d -m 0750 "$STATE"
+run install -D -m 0644 "$SRC/systemd/edgefusion.service" "$UNIT"
+
+# TensorRT engines are built here, where TensorRT is: the seam for the TensorRT backend.
+if "$PREFIX/venv/bin/python" -c "import tensorrt" 2>/dev/null; then
+    echo "TensorRT found: engines will be built into $STATE/engines once the TensorRT backend exists"
+fi
+
+if [ -z "$ROOT" ]; then
+    run chown -R "root:$SERVICE_USER" "$CONF"
+    run chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
+    run systemctl daemon-reload
+    run systemctl enable edgefusion.service
+    run systemctl restart edgefusion.service
+    echo "installed: systemctl status edgefusion; journalctl -u edgefusion -f"
+else
+    echo "staged into $ROOT: owners to set on the robot: root:$SERVICE_USER $CONF, $SERVICE_USER:$SERVICE_USER $STATE"
+fi
