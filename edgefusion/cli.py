@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError, run_cli
 
 PROG = "edgefusion"
@@ -62,10 +63,10 @@ def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
             backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
             backend.activate()
         except EdgefusionError as err:
-            print(f"{PROG}: reload refused: {err}; the loaded model keeps running", file=sys.stderr, flush=True)
+            log.error(f"reload refused: {err}; the loaded model keeps running")
             return
         runtime.next_backend = backend
-        print(f"{PROG}: reloaded {bundle.root}", file=sys.stderr, flush=True)
+        log.notice(f"reloaded {bundle.root}")
 
     def request() -> None:
         if not busy.locked():
@@ -98,7 +99,7 @@ def _session(
         raise EdgefusionError(f"--label {record['label']!r}: not a label of this bundle ({', '.join(bundle.labels)})")
     rig = make_rig(cfg, bundle.labels)
     for warning in rig.facts.get("warnings", ()):  # a replay of a session cut short says so
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        log.warning(warning)
     sinks, recorder = [], None
     try:  # a refusal here must still close the rig (the virtual rig's sound server would outlive us)
         if json_lines:

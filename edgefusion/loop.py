@@ -10,7 +10,6 @@ burst through to catch up.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import NamedTuple
 
 import orjson
 
+from edgefusion import log
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.base import SampleSource, SensorState
@@ -143,11 +143,7 @@ class Runtime:
         (thermal throttling, a busy GPU) is visible without flooding the journal."""
         self.late += 1
         if self.late & (self.late - 1) == 0:
-            print(
-                f"edgefusion: a tick took longer than its {self.deadline_ms:g} ms deadline ({self.late} so far)",
-                file=sys.stderr,
-                flush=True,
-            )
+            log.warning(f"a tick took longer than its {self.deadline_ms:g} ms deadline ({self.late} so far)")
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         start = time.monotonic()

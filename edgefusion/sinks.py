@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TextIO
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError
 
 
@@ -186,12 +187,12 @@ class SinkWriter:
                 return
             backlog.popleft()
         lost = f", {self.lost[i]} lost" if self.lost[i] else ""
-        print(f"edgefusion: a result sink works again; its backlog is written{lost}", file=sys.stderr)
+        log.info(f"a result sink works again; its backlog is written{lost}")
 
     def _report(self, message: str) -> None:
         self.errors += 1
         if self.errors == 1 or (self.errors & (self.errors - 1)) == 0:  # 1, 2, 4, 8...: said, not spammed
-            print(f"edgefusion: {message} [{self.errors} errors]", file=sys.stderr)
+            log.warning(f"{message} [{self.errors} errors]")
 
     def wait_written(self) -> None:
         """Block until every result handed over so far has been written (or given up on)."""
@@ -210,16 +211,16 @@ class SinkWriter:
         self._stopping = True
         self._thread.join(timeout_s)
         if self._thread.is_alive():
-            print(f"edgefusion: a result sink is stuck; {len(self._pending)} results not written", file=sys.stderr)
+            log.error(f"a result sink is stuck; {len(self._pending)} results not written")
             return
         self._drain()
         owed = sum(map(len, self._backlog))
         if owed:
-            print(f"edgefusion: a result sink still failed at shutdown: {owed} results not written", file=sys.stderr)
+            log.error(f"a result sink still failed at shutdown: {owed} results not written")
         if self.dropped:
-            print(f"edgefusion: {self.dropped} results were dropped: the sinks fell behind", file=sys.stderr)
+            log.warning(f"{self.dropped} results were dropped: the sinks fell behind")
         for sink in self.sinks:
             try:
                 sink.close()
             except OSError as err:
-                print(f"edgefusion: closing a result sink failed: {err}", file=sys.stderr)
+                log.error(f"closing a result sink failed: {err}")

@@ -1,6 +1,7 @@
 """sd_notify and the watchdog gate, on real datagram sockets (systemd itself is not PID 1 here)."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -151,3 +152,23 @@ def test_a_service_process_says_ready_pings_and_says_stopping(listener, tmp_path
     assert first[-1].startswith("READY=1\nSTATUS=running"), first
     assert pings.count("WATCHDOG=1") >= 5, pings
     assert last[-1].startswith("STOPPING=1"), last
+
+
+def test_under_journald_each_line_carries_its_syslog_priority(tmp_path):
+    """journald files ``<N>``-prefixed stderr lines at priority N (``journalctl -p warning``)."""
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text('[runtime]\ndeadline_ms = 0.001\n[output]\nstdout = false\nfile = "/dev/full"\n')
+    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "1.5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines and all(re.match(r"^<[0-7]>\S", line) for line in lines), lines
+    assert any(line.startswith("<4>a tick took longer") for line in lines)
+    assert any(line.startswith("<3>a result sink still failed") for line in lines)
+    assert "\x1b[" not in r.stderr, "no colour in the journal"
