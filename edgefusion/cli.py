@@ -137,9 +137,11 @@ def _session(
     )
     from edgefusion.service.heartbeat import Heartbeat
     from edgefusion.service.notify import Notifier, watchdog_interval_s
+    from edgefusion.service.telemetry import Telemetry, make_reader
 
     notifier = Notifier()  # a no-op unless systemd started us with Type=notify
-    heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s())
+    telemetry = None if demo else Telemetry(make_reader(), runtime, cfg.thermal)
+    heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), telemetry=telemetry)
     stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
     try:
         # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait.
@@ -155,6 +157,8 @@ def _session(
         # Ready: the bundle is loaded, the backend warm, the sensors attempted (each keeps trying).
         notifier.ready(f"running {bundle.root.name} on {backend.name} ({backend.precision})")
         heartbeat.start()
+        if telemetry is not None:
+            telemetry.start()
         if rig.duration_s is not None:  # a replay ends with its recording
             seconds = rig.duration_s if seconds is None else min(seconds, rig.duration_s)
         if rig.ticks is not None:  # a replay at max speed: the recorded ticks, no waiting
@@ -167,6 +171,8 @@ def _session(
         else:
             runtime.run(stop, seconds)
     finally:
+        if telemetry is not None:
+            telemetry.stop()
         heartbeat.stop()
         notifier.stopping()
         for sig, handler in previous.items():

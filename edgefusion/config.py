@@ -16,6 +16,7 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.pyaudio_mic import MicrophoneConfig
 from edgefusion.sensors.realsense import RealSenseConfig
+from edgefusion.service.telemetry import ThermalPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,6 +102,7 @@ class Config:
     output: OutputSection = field(default_factory=OutputSection)
     camera: RealSenseConfig = field(default_factory=RealSenseConfig)  # source kind "realsense"
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)  # source kind "realsense"
+    thermal: ThermalPolicy = field(default_factory=ThermalPolicy)
 
     def max_age_s(self) -> dict[str, float]:
         return {m: s.max_age_ms / 1000 for m, s in self.sensors.items()}
@@ -145,6 +147,7 @@ def parse_config(raw: dict, where: str = "config") -> Config:
         "output": OutputSection,
         "camera": RealSenseConfig,
         "microphone": MicrophoneConfig,
+        "thermal": ThermalPolicy,
     }
     unknown = sorted(set(raw) - {*tables, "sensors"})
     if unknown:

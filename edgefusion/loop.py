@@ -70,6 +70,7 @@ class Runtime:
         self.backend = backend
         self.sensors = sensors
         self.max_age_s = max_age_s
+        self.tick_hz = tick_hz  # as configured; the thermal policy may tick slower for a while
         self.period = 1.0 / tick_hz
         self.labels = labels = backend.bundle.labels
         encode = lambda r: orjson.dumps(r.as_dict(labels)).decode()  # noqa: E731
@@ -98,6 +99,14 @@ class Runtime:
         finally:
             if self.writer is not None:
                 self.writer.close()
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self.period
+
+    def set_rate(self, hz: float) -> None:
+        """From any thread: the loop takes the new period at its next tick."""
+        self.period = 1.0 / hz
 
     def swap_backend(self, backend: Backend) -> None:
         """Between ticks: run ``backend`` (active, same labels) from the next tick on. Its

@@ -14,21 +14,26 @@ from edgefusion.modalities import MODALITIES
 from edgefusion.service.notify import Notifier
 
 
-def status_line(runtime, rate_hz: float) -> str:
+def status_line(runtime, rate_hz: float, telemetry=None) -> str:
     last = runtime.last
     if last is None:
         return "starting: no tick yet"
     sensors = ", ".join(f"{m} {s.value}" for m, s in zip(MODALITIES, last.sensors))
-    return (
+    line = (
         f"{rate_hz:.1f} ticks/s; {sensors}; intent {last.label or '-'} {last.confidence:.0%}; "
         f"latency {last.latency_ms:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
     )
+    if telemetry is not None:
+        line += f"; {telemetry.latest.line()}" + (" (throttled)" if telemetry.throttled else "")
+    return line
 
 
 class Heartbeat:
-    def __init__(self, notifier: Notifier, runtime, interval_s: float | None, status_every_s: float = 5.0):
+    def __init__(
+        self, notifier: Notifier, runtime, interval_s: float | None, status_every_s: float = 5.0, telemetry=None
+    ):
         """``interval_s``: how often to ping (half the watchdog timeout), None for no watchdog."""
-        self.notifier, self.runtime = notifier, runtime
+        self.notifier, self.runtime, self.telemetry = notifier, runtime, telemetry
         self.interval_s, self.status_every_s = interval_s, status_every_s
         self.pings = 0
         self._stop = threading.Event()
@@ -52,6 +57,7 @@ class Heartbeat:
                 self.notifier.watchdog()
                 self.pings += 1
             if now - t_status >= self.status_every_s:
-                self.notifier.status(status_line(self.runtime, (n - ticks) / max(now - t_ticks, 1e-9)))
+                rate = (n - ticks) / max(now - t_ticks, 1e-9)
+                self.notifier.status(status_line(self.runtime, rate, self.telemetry))
                 t_status = now
             ticks, t_ticks = n, now
