@@ -1,4 +1,4 @@
-"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, bench, eval, info).
+"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, info).
 
 ``--json`` wherever a command reports.
 
@@ -280,6 +280,14 @@ def cmd_calibrate_offset(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from edgefusion.doctor import as_json, diagnose, render
+
+    checks = diagnose(args.config, args.bundle)
+    print(json.dumps(as_json(checks)) if args.json else render(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 def cmd_bench(args) -> int:
     from edgefusion.backends import make_backend
     from edgefusion.bench import render, run_bench
@@ -420,6 +428,16 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", type=Path, default=None, help="write [sensors.audio] offset_ms into this TOML file")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_calibrate_offset)
+
+    sp = add("doctor", "check this machine for a run: packages, config, bundle, GPU, cameras, microphones, permissions")
+    sp.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the config to check (default: /etc/edgefusion/edgefusion.toml if present)",
+    )
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_doctor)
 
     sp = add("bench", "runtime overhead over bare inference, caching savings, allocations, memory")
     sp.add_argument("--precision", default="fp32", help="bundle variant (default: fp32)")

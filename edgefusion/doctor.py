@@ -1,0 +1,208 @@
+"""``edgefusion doctor``: is this machine ready to run, and if not, what to do about it.
+
+Each check says ok, warn (runs, but not as well as it could: no GPU, no camera yet) or fail
+(a run would stop: a broken config or bundle, a missing core package). Exit status 1 if any
+check fails. Hardware libraries are imported here only to ask what they see.
+"""
+
+from __future__ import annotations
+
+import glob
+import grp
+import importlib
+import importlib.util
+import os
+import pwd
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgefusion.errors import EdgefusionError
+
+SERVICE_USER = "edgefusion"
+SERVICE_GROUPS = ("video", "render", "audio", "plugdev")
+DEFAULT_CONFIG = Path("/etc/edgefusion/edgefusion.toml")
+DEVICE_NODES = ("/dev/nvhost-*", "/dev/nvmap", "/dev/nvidia*", "/dev/bus/usb/*/*", "/dev/snd/*")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok, warn, fail
+    detail: str
+    fix: str = ""
+
+
+def _version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "installed"))
+    except Exception as err:  # installed but broken (a missing libusb behind pyrealsense2)
+        return f"broken: {str(err).splitlines()[0]}"
+
+
+def _packages() -> list[Check]:
+    out = []
+    for module, needed, fix in (
+        ("numpy", True, "pip install edgefusion"),
+        ("onnxruntime", True, "pip install edgefusion"),
+        ("orjson", True, "pip install edgefusion"),
+        ("pyrealsense2", False, "pip install 'edgefusion[sensors]' (on a Jetson: build librealsense with Python)"),
+        ("pyaudio", False, "apt-get install portaudio19-dev; pip install 'edgefusion[sensors]'"),
+        ("soxr", False, "pip install 'edgefusion[sensors]'"),
+        ("tensorrt", False, "JetPack's python3-libnvinfer; the service venv must see system site-packages"),
+    ):
+        v = _version(module)
+        if v is not None and not v.startswith("broken"):
+            out.append(Check(f"package {module}", "ok", v))
+        else:
+            status = "fail" if needed else "warn"
+            out.append(Check(f"package {module}", status, v or "not installed", fix))
+    return out
+
+
+def _config(path: Path | None):
+    from edgefusion.config import Config, load_config
+
+    if path is None and not DEFAULT_CONFIG.exists():
+        return Config(), Check("config", "ok", f"none given, {DEFAULT_CONFIG} absent: the defaults (simulated rig)")
+    path = path or DEFAULT_CONFIG
+    try:
+        return load_config(path), Check("config", "ok", str(path))
+    except EdgefusionError as err:
+        return None, Check("config", "fail", str(err), "fix the line named; the README's Configuration table")
+
+
+def _bundle(cfg, bundle: Path | None) -> Check:
+    from edgefusion.bundle import default_bundle_path, load_bundle
+
+    path = bundle or (Path(cfg.runtime.bundle) if cfg and cfg.runtime.bundle else default_bundle_path())
+    try:
+        b = load_bundle(path)
+    except EdgefusionError as err:
+        return Check("bundle", "fail", str(err), "copy the bundle again; `edgefusion info --bundle DIR` verifies it")
+    return Check("bundle", "ok", f"{b.root}: {len(b.manifest['files'])} files verified, {', '.join(b.precisions)}")
+
+
+def _gpu() -> list[Check]:
+    nodes = glob.glob("/dev/nvhost-*") + glob.glob("/dev/nvidia[0-9]*")
+    providers = []
+    if importlib.util.find_spec("onnxruntime"):
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    gpu = Check("GPU", "ok", f"{len(nodes)} device nodes; onnxruntime providers {', '.join(providers)}")
+    if not nodes:
+        gpu = Check(
+            "GPU", "warn", "no NVIDIA device node: inference on the CPU", "on a Jetson: check JetPack's drivers"
+        )
+    engines = Path(os.environ.get("EDGEFUSION_STATE", "/var/lib/edgefusion")) / "engines"
+    parent = engines if engines.exists() else engines.parent
+    cache = (
+        Check("engine cache", "ok", f"{engines} writable")
+        if parent.exists() and os.access(parent, os.W_OK)
+        else Check(
+            "engine cache", "warn", f"{engines} not writable by this user", "run as the service user, or install.sh"
+        )
+    )
+    return [gpu, cache]
+
+
+def _cameras(cfg) -> Check:
+    if _version("pyrealsense2") in (None,) or str(_version("pyrealsense2")).startswith("broken"):
+        return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used")
+    import pyrealsense2 as rs
+
+    serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+    wanted = cfg.camera.serial if cfg else ""
+    if wanted and wanted not in serials:
+        return Check(
+            "cameras",
+            "fail",
+            f"[camera] serial {wanted} not connected (connected: {serials or 'none'})",
+            "plug it in, or fix the serial (rs-enumerate-devices)",
+        )
+    if not serials:
+        return Check("cameras", "warn", "no RealSense connected", "plug it into a USB3 port; lsusb shows 8086:0b*")
+    return Check("cameras", "ok", f"RealSense {', '.join(serials)}")
+
+
+def _microphones(cfg) -> Check:
+    if _version("pyaudio") is None:
+        return Check("microphones", "warn", "pyaudio unavailable: no microphone can be used")
+    from edgefusion.sensors.pyaudio_mic import check_device, import_pyaudio, input_devices, library_output
+
+    pyaudio = import_pyaudio()
+    with library_output():
+        pa = pyaudio.PyAudio()
+    try:
+        names = [info["name"] for _, info in input_devices(pa)]
+    finally:
+        pa.terminate()
+    if cfg and (cfg.microphone.device or cfg.microphone.rate):
+        try:
+            check_device(cfg.microphone)
+        except EdgefusionError as err:
+            return Check("microphones", "fail", str(err), "fix [microphone] device/rate, or plug the device in")
+    if not names:
+        return Check("microphones", "warn", "no input device", "plug in a microphone; arecord -l lists them")
+    return Check("microphones", "ok", ", ".join(names))
+
+
+def _device_permissions() -> Check:
+    nodes = [n for pattern in DEVICE_NODES for n in glob.glob(pattern)]
+    denied = [n for n in nodes if not os.access(n, os.R_OK | os.W_OK)]
+    if denied:
+        shown = ", ".join(denied[:5]) + (f" and {len(denied) - 5} more" if len(denied) > 5 else "")
+        return Check(
+            "device permissions",
+            "warn",
+            f"no read/write access to {shown}",
+            f"add the user to {', '.join(SERVICE_GROUPS)} (install.sh does it for the service user)",
+        )
+    return Check("device permissions", "ok", f"{len(nodes)} GPU, USB and sound nodes accessible")
+
+
+def _service_user() -> Check:
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return Check("service user", "ok", f"no {SERVICE_USER} user: not installed as a service here")
+    groups = {g.gr_name for g in grp.getgrall() if SERVICE_USER in g.gr_mem} | {grp.getgrgid(user.pw_gid).gr_name}
+    existing = {g.gr_name for g in grp.getgrall()}
+    missing = [g for g in SERVICE_GROUPS if g in existing and g not in groups]
+    if missing:
+        return Check(
+            "service user",
+            "warn",
+            f"{SERVICE_USER} is not in {', '.join(missing)}",
+            f"usermod -aG {','.join(missing)} {SERVICE_USER} (or run install.sh again)",
+        )
+    return Check("service user", "ok", f"{SERVICE_USER} in {', '.join(sorted(groups & set(SERVICE_GROUPS)))}")
+
+
+def diagnose(config: Path | None = None, bundle: Path | None = None) -> list[Check]:
+    checks = [
+        Check("python", "ok" if sys.version_info >= (3, 10) else "fail", sys.version.split()[0], "Python >= 3.10")
+    ]
+    checks += _packages()
+    cfg, config_check = _config(config)
+    checks += [config_check, _bundle(cfg, bundle), *_gpu(), _cameras(cfg), _microphones(cfg)]
+    checks += [_device_permissions(), _service_user()]
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+    lines = [
+        f"{mark[c.status]}  {c.name}: {c.detail}" + (f"\n      → {c.fix}" if c.fix and c.status != "ok" else "")
+        for c in checks
+    ]
+    failed = sum(c.status == "fail" for c in checks)
+    lines.append(f"{failed} problem(s) would stop a run" if failed else "nothing stops a run here")
+    return "\n".join(lines)
+
+
+def as_json(checks: list[Check]) -> list[dict]:
+    return [asdict(c) for c in checks]
