@@ -117,6 +117,14 @@ def _session(
     except BaseException:
         rig.close()
         raise
+    from edgefusion.service.heartbeat import Heartbeat, LastLine
+    from edgefusion.service.notify import Notifier, watchdog_interval_s
+    from edgefusion.service.telemetry import Telemetry, make_reader
+
+    notifier = Notifier()  # a no-op unless systemd started us with Type=notify
+    last_line = LastLine()
+    if notifier.enabled:
+        sinks.append(last_line)
     view = LiveView(rig.truth) if demo and not json_lines else None
     summary = SessionSummary(rig.truth) if demo or record is not None else None
 
@@ -135,13 +143,8 @@ def _session(
         cfg.output.flush_ms / 1000,
         cfg.runtime.deadline_ms,
     )
-    from edgefusion.service.heartbeat import Heartbeat
-    from edgefusion.service.notify import Notifier, watchdog_interval_s
-    from edgefusion.service.telemetry import Telemetry, make_reader
-
-    notifier = Notifier()  # a no-op unless systemd started us with Type=notify
     telemetry = None if demo else Telemetry(make_reader(), runtime, cfg.thermal)
-    heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), telemetry=telemetry)
+    heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), last_line, telemetry=telemetry)
     stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
     try:
         # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait.

@@ -83,7 +83,6 @@ class Runtime:
         self.late = 0  # ticks whose work (sync, inference, result) took longer than deadline_ms
         self.sync: Synchronizer | None = None
         self.next_backend: Backend | None = None  # set by a reload (another thread), swapped in by run()
-        self.last: TickResult | None = None  # the newest result, for a health summary
 
     def start(self) -> None:
         self.backend.activate()
@@ -140,7 +139,6 @@ class Runtime:
             (time.monotonic() - t0) * 1000,
             tuple(st.sample_t),
         )
-        self.last = result
         if self.writer is not None:
             self.writer.put(result)
         if self.on_result is not None:

@@ -17,7 +17,7 @@ from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.config import Config
 from edgefusion.loop import Runtime
 from edgefusion.rigs import make_rig
-from edgefusion.service.heartbeat import Heartbeat
+from edgefusion.service.heartbeat import Heartbeat, LastLine
 from edgefusion.service.notify import Notifier
 
 
@@ -103,10 +103,10 @@ def test_the_watchdog_is_fed_only_while_the_loop_ticks(listener):
     rig = make_rig(cfg, bundle.labels)
     gate = threading.Event()
     gate.set()
-    runtime = Runtime(
-        make_backend("onnxruntime", bundle), rig.sensors, cfg.max_age_s(), on_result=lambda r: gate.wait()
-    )
-    beat = Heartbeat(Notifier(address), runtime, interval_s=0.1, status_every_s=0.5)
+    last = LastLine()
+    backend = make_backend("onnxruntime", bundle)
+    runtime = Runtime(backend, rig.sensors, cfg.max_age_s(), sinks=(last,), on_result=lambda r: gate.wait())
+    beat = Heartbeat(Notifier(address), runtime, interval_s=0.1, last=last, status_every_s=0.5)
     stop = threading.Event()
     runtime.backend.activate()
     rig.start()
@@ -131,6 +131,7 @@ def test_the_watchdog_is_fed_only_while_the_loop_ticks(listener):
     assert running.count("WATCHDOG=1") >= 8
     assert "WATCHDOG=1" not in stuck, stuck
     assert any(m.startswith("STATUS=") for m in stuck), "the status goes on while stuck"
+    assert any("rgb OK" in m for m in running + stuck), "the status says each sensor's state"
     assert moving.count("WATCHDOG=1") >= 8
 
 

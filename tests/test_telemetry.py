@@ -8,7 +8,7 @@ from edgefusion.backends import make_backend
 from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.loop import Runtime
 from edgefusion.modalities import MODALITIES
-from edgefusion.service.heartbeat import status_line
+from edgefusion.service.heartbeat import LastLine, status_line
 from edgefusion.service.telemetry import SysfsReader, Telemetry, ThermalPolicy
 
 
@@ -49,9 +49,11 @@ def test_a_machine_without_these_files_reads_as_no_telemetry(tmp_path):
 
 def test_the_thermal_policy_slows_the_ticks_and_returns_with_hysteresis(sysfs, capfd):
     backend = make_backend("onnxruntime", load_bundle(default_bundle_path()))
-    runtime = Runtime(backend, {}, dict.fromkeys(MODALITIES, 0.1), tick_hz=30.0)
+    last = LastLine()
+    runtime = Runtime(backend, {}, dict.fromkeys(MODALITIES, 0.1), tick_hz=30.0, sinks=(last,))
     runtime.start()
     runtime.tick()  # a result for the status line (no sensor: no answer)
+    runtime.writer.wait_written()
     telemetry = Telemetry(SysfsReader(str(sysfs)), runtime, ThermalPolicy(85.0, 80.0, 15.0))
     gpu = sysfs / "sys/class/thermal/thermal_zone1/temp"
     rates = []
@@ -65,5 +67,5 @@ def test_the_thermal_policy_slows_the_ticks_and_returns_with_hysteresis(sysfs, c
     assert rates == pytest.approx([30, 15, 15, 15, 30, 30, 15])  # no flapping between 80 and 85 °C
     err = capfd.readouterr().err
     assert "86 °C >= 85 °C: ticking at 15 Hz" in err and "back to 30 Hz" in err
-    line = status_line(runtime, 15.0, telemetry)
+    line = status_line(runtime, last.line, 15.0, telemetry)
     assert "90 °C" in line and "(throttled)" in line

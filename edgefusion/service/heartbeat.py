@@ -10,18 +10,35 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
+
 from edgefusion.modalities import MODALITIES
 from edgefusion.service.notify import Notifier
+from edgefusion.sinks import Sink
 
 
-def status_line(runtime, rate_hz: float, telemetry=None) -> str:
-    last = runtime.last
-    if last is None:
+class LastLine(Sink):
+    """A result sink that keeps only the newest line, for the status (read every few seconds,
+    parsed then; the tick keeps no result alive for it)."""
+
+    def __init__(self):
+        self.line: str | None = None
+
+    def write(self, line: str) -> None:
+        self.line = line
+
+    def close(self) -> None:
+        pass
+
+
+def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) -> str:
+    if last_line is None:
         return "starting: no tick yet"
-    sensors = ", ".join(f"{m} {s.value}" for m, s in zip(MODALITIES, last.sensors))
+    last = orjson.loads(last_line)
+    sensors = ", ".join(f"{m} {last['sensors'][m]}" for m in MODALITIES)
     line = (
-        f"{rate_hz:.1f} ticks/s; {sensors}; intent {last.label or '-'} {last.confidence:.0%}; "
-        f"latency {last.latency_ms:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
+        f"{rate_hz:.1f} ticks/s; {sensors}; intent {last['label'] or '-'} {last['confidence']:.0%}; "
+        f"latency {last['latency_ms']:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
     )
     if telemetry is not None:
         line += f"; {telemetry.latest.line()}" + (" (throttled)" if telemetry.throttled else "")
@@ -30,10 +47,17 @@ def status_line(runtime, rate_hz: float, telemetry=None) -> str:
 
 class Heartbeat:
     def __init__(
-        self, notifier: Notifier, runtime, interval_s: float | None, status_every_s: float = 5.0, telemetry=None
+        self,
+        notifier: Notifier,
+        runtime,
+        interval_s: float | None,
+        last: LastLine,
+        status_every_s: float = 5.0,
+        telemetry=None,
     ):
-        """``interval_s``: how often to ping (half the watchdog timeout), None for no watchdog."""
-        self.notifier, self.runtime, self.telemetry = notifier, runtime, telemetry
+        """``interval_s``: how often to ping (half the watchdog timeout), None for no watchdog;
+        ``last``: a sink of the runtime's, for the status line."""
+        self.notifier, self.runtime, self.last, self.telemetry = notifier, runtime, last, telemetry
         self.interval_s, self.status_every_s = interval_s, status_every_s
         self.pings = 0
         self._stop = threading.Event()
@@ -58,6 +82,6 @@ class Heartbeat:
                 self.pings += 1
             if now - t_status >= self.status_every_s:
                 rate = (n - ticks) / max(now - t_ticks, 1e-9)
-                self.notifier.status(status_line(self.runtime, rate, self.telemetry))
+                self.notifier.status(status_line(self.runtime, self.last.line, rate, self.telemetry))
                 t_status = now
             ticks, t_ticks = n, now
