@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.base import Backoff, SensorState
@@ -32,12 +33,7 @@ SCALE = np.float32(0.001)  # the software camera's depth units, as the SDK repor
 
 
 def _wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return False
+    return wait_for(pred, timeout)
 
 
 class Producer:

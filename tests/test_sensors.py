@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from edgefusion.sensors.base import Backoff, Sensor, SensorGone, SensorState
 from edgefusion.sensors.faults import parse_faults
@@ -51,12 +52,7 @@ class _ScriptedDevice(Sensor):
 
 
 def _wait_for(pred, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return False
+    return wait_for(pred, timeout)
 
 
 def test_failed_opens_are_retried_until_the_device_appears():
