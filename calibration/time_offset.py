@@ -78,20 +78,18 @@ def estimate_av_offset(
     return OffsetEstimate(float(tau), float(cost[best]), int((observed > 2).sum()))
 
 
-def session_offset(root, window_s: float = 1.0) -> OffsetEstimate:
-    """The offset in a recorded session of clapper events (``edgefusion record`` while someone
+def session_offset(session) -> OffsetEstimate:
+    """The offset in a recorded session (``load_session``) of clapper events (``edgefusion record`` while someone
     claps an LED clapper in view): audio.wav against the RGB frames' brightness.
 
     The WAV holds the good audio back to back; each window event says which sample ended when,
     so the first sample's time is the median of (t - (end - 1) / rate). A recording with a microphone
     outage in it has two such clocks: record the clapping without faults."""
     from edgefusion.errors import SessionError
-    from edgefusion.session.layout import load_session
 
-    session = load_session(root, window_s)
     rgb = session.frames["rgb"]
     if len(rgb) < 3 or not session.windows:
-        raise SessionError(f"{root}: needs RGB frames and audio to estimate the audio-video offset")
+        raise SessionError(f"{session.root}: needs RGB frames and audio to estimate the audio-video offset")
     rate = int(session.facts["sample_rate"])
     audio_t0 = float(np.median([t - (end - 1) / rate for (t, _), end in zip(session.windows, session.window_ends)]))
     times = np.array([t for t, _ in rgb])

@@ -256,8 +256,9 @@ def cmd_calibrate_offset(args) -> int:
     from edgefusion.config import set_sensor_offset
     from edgefusion.session.layout import load_session
 
-    est = session_offset(args.session)
-    recorded = load_session(args.session).facts.get("offsets_ms", {}).get("audio", 0.0)
+    session = load_session(args.session)
+    est = session_offset(session)
+    recorded = session.facts.get("offsets_ms", {}).get("audio", 0.0)
     offset_ms = recorded + est.offset_s * 1000
     report = {
         "offset_ms": offset_ms,

@@ -11,6 +11,7 @@ result or nothing, never half a file.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -43,6 +44,12 @@ def kind_dir(runs: Path, kind: str) -> Path:
     return Path(runs) / kind
 
 
+@functools.lru_cache(maxsize=1)
+def _session_examples(sessions: tuple[Path, ...]):
+    """Decoded once for every fusion kind trained on them (a RealSense playback per session)."""
+    return session_batch(sessions, INTENTS)
+
+
 def train_kind(
     kind: str, runs: Path, cfg: TrainConfig, sizes: DataSizes, log=print, sessions: tuple[Path, ...] = ()
 ) -> Path:
@@ -50,7 +57,7 @@ def train_kind(
     torch.set_num_threads(os.cpu_count() or 1)
     data = dataset.load(dataset.TRAIN_SEED, sizes.train)
     if sessions:
-        recorded = session_batch(sessions, INTENTS)
+        recorded = _session_examples(tuple(sessions))
         log(f"adding {len(recorded)} examples from {len(sessions)} recorded session(s)")
         data = dataset.concat([data, recorded])
     heldout = dataset.load(dataset.HELDOUT_SEED, sizes.heldout)

@@ -49,7 +49,7 @@ class CameraFileWriter:
         self._camera.close()
 
 
-def read_camera_file(path: Path, timeout_s: float = 60.0) -> dict[str, list[tuple[float, np.ndarray]]]:
+def read_camera_file(path: Path, stall_s: float = 10.0) -> dict[str, list[tuple[float, np.ndarray]]]:
     """Every frame of each stream once, in the model's format, with its recorded time (s).
 
     Read from the playback device's sensors, not through a pipeline: a pipeline's syncer holds
@@ -86,10 +86,14 @@ def read_camera_file(path: Path, timeout_s: float = 60.0) -> dict[str, list[tupl
     except RuntimeError as err:
         raise SessionError(f"{path}: not a readable RealSense recording ({err})") from None
     try:
-        deadline = time.monotonic() + timeout_s
+        # However long the file, playback must keep delivering: no frame for ``stall_s`` is a fault.
+        seen, last_progress = 0, time.monotonic()
         while playback.current_status() != rs.playback_status.stopped:
-            if time.monotonic() > deadline:
-                raise SessionError(f"{path}: playback did not reach its end within {timeout_s:.0f} s")
+            count = len(frames["rgb"]) + len(frames["depth"])
+            if count != seen:
+                seen, last_progress = count, time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                raise SessionError(f"{path}: playback stalled ({stall_s:.0f} s without a frame after {seen})")
             time.sleep(0.005)
     finally:
         for s in sensors:

@@ -12,6 +12,7 @@ import orjson
 from edgefusion.errors import EdgefusionError, SessionError
 from edgefusion.sensors.base import SensorState
 from edgefusion.session.camera_file import CameraFileWriter, camera_file_name, find_camera_file, read_camera_file
+from edgefusion.task import AUDIO_WINDOW_S
 
 SESSION_FORMAT = "edgefusion-session/1"
 AUDIO_FILE = "audio.wav"
@@ -66,7 +67,7 @@ class Session:
         return current
 
 
-def load_session(root: str | Path, window_s: float = 1.0) -> Session:
+def load_session(root: str | Path, window_s: float = AUDIO_WINDOW_S) -> Session:
     """Everything a replay needs, in memory. A session may lack the camera or the audio (those
     modalities replay as absent); it may not lack its event log, which holds the times."""
     root = Path(root)
@@ -106,8 +107,9 @@ def load_session(root: str | Path, window_s: float = 1.0) -> Session:
                 end = e["end"]
                 if audio is None or end > len(audio):
                     if complete:
-                        raise SessionError(f"{root / AUDIO_FILE}: shorter than its events say; the session is damaged")
-                    break  # the rest of the audio was not written before the recorder died
+                        what = "missing" if audio is None else "shorter than its events say"
+                        raise SessionError(f"{root / AUDIO_FILE}: {what}; the session is damaged")
+                    continue  # not written before the recorder died; later labels and ticks still count
                 session.windows.append((t, audio[end - window : end]))
                 session.window_ends.append(end)
             elif kind == "state":
