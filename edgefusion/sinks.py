@@ -32,15 +32,28 @@ class Sink(ABC):
 
 
 class StreamSink(Sink):
+    """Lines straight to the stream's file descriptor: a failed write then leaves nothing in a
+    Python buffer to be sent again with the retry (a duplicated line). A write cut short has
+    its rest sent first next time, so a line is never torn by a retry either."""
+
     def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or sys.stdout
+        stream = stream or sys.stdout
+        stream.flush()
+        self.fd = stream.fileno()
+        self._rest = b""
 
     def write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self._rest:
+            self._rest = self._rest[os.write(self.fd, self._rest) :]
+            if self._rest:
+                raise BlockingIOError("the stream took only part of a line")
+        data = (line + "\n").encode()
+        written = os.write(self.fd, data)  # raises (nothing written) or writes a part at least
+        self._rest = data[written:]
 
     def close(self) -> None:
-        self.stream.flush()
+        if self._rest:
+            os.write(self.fd, self._rest)
 
 
 class _RaisingRotatingHandler(logging.handlers.RotatingFileHandler):
@@ -61,7 +74,9 @@ class RotatingFileSink(Sink):
             raise EdgefusionError(f"cannot write results to {path}: {err.strerror}; choose a writable path") from None
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._path = path
-        self._failed = False
+        # A kill or a power cut may have left part of a line at the end: cut it before the
+        # first new line, which would otherwise be glued onto it.
+        self._failed = True
 
     def write(self, line: str) -> None:
         """One line, or OSError with nothing half-done: a write that failed (a full disk) drops the

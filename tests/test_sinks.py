@@ -78,3 +78,46 @@ def test_sigkill_mid_run_leaves_only_whole_lines_but_the_last(tmp_path):
     whole = [json.loads(line) for line in lines[:-1]]  # all but what follows the last newline
     assert len(whole) > 200 and [r["tick"] for r in whole] == list(range(1, len(whole) + 1))
     assert lines[-1] == b"" or not lines[-1].endswith(b"}"), "at most the last line is partial"
+
+
+def test_a_torn_line_left_by_a_kill_is_cut_before_new_lines(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_bytes(b'{"tick": 1}\n{"tick": 2, "lab')  # the power went
+    sink = RotatingFileSink(out)
+    sink.write('{"tick": 1}')
+    sink.close()
+    assert out.read_text().splitlines() == ['{"tick": 1}', '{"tick": 1}']
+
+
+def test_stdout_on_a_full_disk_never_duplicates_a_line(tmp_path):
+    """stdout redirected to a file on a disk that fills (at about line 100), then frees (after
+    line 150): each line once, in order, none torn (200 lines fit once the filler is gone)."""
+    code = (
+        "import json, sys, time\n"
+        "from edgefusion.sinks import SinkWriter, StreamSink\n"
+        "w = SinkWriter((StreamSink(sys.stdout),), json.dumps, interval_s=0.01)\n"
+        "for n in range(200):\n"
+        "    w.put({'tick': n, 'pad': 'p' * 200}); w.wait_written()\n"
+        "    if n == 150: open(sys.argv[1] + '/go', 'w').close()\n"
+        "time.sleep(1.0); w.close()\n"
+    )
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        filler = disk / "filler"
+        filler.write_bytes(b"x" * 40_000)
+        with open(disk / "out.jsonl", "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=out, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            filler.unlink()
+            proc.wait(timeout=60)
+        ticks = [json.loads(line)["tick"] for line in (disk / "out.jsonl").read_text().splitlines()]
+        assert ticks == list(range(200)), "every line once, in order"
+        assert b"a result sink failed" in proc.stderr.read()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
