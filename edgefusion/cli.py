@@ -55,6 +55,7 @@ def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
 
     def _load() -> None:
         if runtime.next_backend is not None:  # the last reload has not been swapped in yet
+            log.warning("reload ignored: the previous one is not in use yet; send SIGHUP again in a moment")
             return
         try:
             bundle = _load_bundle(bundle_path)
@@ -62,14 +63,16 @@ def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
                 raise EdgefusionError(f"its labels differ ({', '.join(bundle.labels)}); restart to change them")
             backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
             backend.activate()
-        except EdgefusionError as err:
+        except Exception as err:  # a file vanishing mid-check, an ORT refusal: the old model runs on
             log.error(f"reload refused: {err}; the loaded model keeps running")
             return
         runtime.next_backend = backend
         log.notice(f"reloaded {bundle.root}")
 
     def request() -> None:
-        if not busy.locked():
+        if busy.locked():
+            log.warning("reload ignored: one is in progress; send SIGHUP again when it is done")
+        else:
             threading.Thread(target=load, name="bundle-reload", daemon=True).start()
 
     return request
@@ -177,7 +180,10 @@ def _session(
         if telemetry is not None:
             telemetry.stop()
         heartbeat.stop()
-        notifier.stopping()
+        try:
+            notifier.stopping()
+        except OSError as err:  # the rest of the shutdown must happen all the same
+            log.error(f"could not tell systemd we are stopping: {err}")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.stop()

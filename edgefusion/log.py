@@ -13,9 +13,23 @@ import sys
 ERROR, WARNING, NOTICE, INFO = 3, 4, 5, 6  # syslog priorities
 
 
+def _to_journal() -> bool:
+    """systemd's rule: stderr is the journal if its device and inode are ``$JOURNAL_STREAM``'s
+    (a terminal started from a desktop session inherits the variable but not the stream)."""
+    stream = os.environ.get("JOURNAL_STREAM")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
 def say(priority: int, message: str) -> None:
-    prefix = f"<{priority}>" if os.environ.get("JOURNAL_STREAM") else "edgefusion: "
-    print(prefix + message, file=sys.stderr, flush=True)
+    prefix = f"<{priority}>" if _to_journal() else "edgefusion: "
+    sys.stderr.write(prefix + message + "\n")  # one write: lines from several threads never merge
+    sys.stderr.flush()
 
 
 def error(message: str) -> None:

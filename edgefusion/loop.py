@@ -95,6 +95,8 @@ class Runtime:
             for s in self.sensors.values():
                 s.disconnect()
             self.backend.deactivate()
+            if self.next_backend is not None:  # reloaded but never swapped in
+                self.next_backend.deactivate()
         finally:
             if self.writer is not None:
                 self.writer.close()

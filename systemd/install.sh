@@ -3,8 +3,10 @@
 #
 #   sudo systemd/install.sh [--bundle DIR] [--dry-run] [--root DIR] [--uninstall]
 #
-#   --root DIR   install into a staging root (an image being built, or CI): files and modes
-#                only; no user is created, nothing is enabled or started, no hardware check
+#   --root DIR   install into a staging root (CI, or to inspect the layout): files and modes
+#                only; no user is created, nothing is enabled or started, no hardware check.
+#                The venv's paths point into DIR: to build an image, run install.sh inside
+#                the image's chroot instead
 #   --dry-run    print every step, change nothing
 #   --uninstall  stop and disable the service, remove the unit, venv and code; keep the config
 #                (/etc/edgefusion) and the state (/var/lib/edgefusion: engines, caches)
@@ -45,6 +47,13 @@ if [ -z "$ROOT" ]; then  # a real install: only onto a system it was made for
     fi
 fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || fail "needs Python >= 3.10 (JetPack 6 has 3.10)"
+if [ "$UNINSTALL" -eq 0 ]; then  # what pip will need, said before anything is changed
+    python3 -c 'import ensurepip' 2>/dev/null || fail "python3 cannot make a venv: apt-get install python3-venv"
+    if ! python3 -c 'import pyaudio' 2>/dev/null; then  # no aarch64 wheel: pip builds it
+        [ -e /usr/include/portaudio.h ] || fail "pyaudio needs PortAudio's headers: apt-get install portaudio19-dev"
+        command -v gcc >/dev/null || fail "pyaudio is built from source: apt-get install gcc python3-dev"
+    fi
+fi
 
 if [ "$UNINSTALL" -eq 1 ]; then
     if [ -z "$ROOT" ]; then
@@ -69,17 +78,24 @@ fi
 # The code: a venv that also sees the system's site-packages, where JetPack puts TensorRT
 # (pip has no TensorRT wheels for Jetson); pyrealsense2 may come from a librealsense build too.
 run install -d -m 0755 "$PREFIX"
-[ -x "$PREFIX/venv/bin/python" ] || run python3 -m venv --system-site-packages "$PREFIX/venv"
-run "$PREFIX/venv/bin/pip" install --quiet --upgrade "$SRC[sensors]"
+# (a venv left without pip by a failed first try is made again)
+[ -x "$PREFIX/venv/bin/pip" ] || run python3 -m venv --clear --system-site-packages "$PREFIX/venv"
+run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade "$SRC[sensors]"
 
 # The config: written once, never overwritten (it is the robot's own from then on).
 run install -d -m 0750 "$CONF"
 if [ ! -e "$CONF/edgefusion.toml" ]; then
     run install -m 0640 "$SRC/systemd/edgefusion.toml" "$CONF/edgefusion.toml"
+    if [ -n "$BUNDLE" ]; then  # a new config runs the bundle installed with it
+        run sed -i 's|^bundle = ""|bundle = "/etc/edgefusion/bundle"|' "$CONF/edgefusion.toml"
+    fi
+elif [ -n "$BUNDLE" ] && ! grep -q '^bundle = "/etc/edgefusion/bundle"' "$CONF/edgefusion.toml"; then
+    echo "install.sh: note: $CONF/edgefusion.toml does not run /etc/edgefusion/bundle; set [runtime] bundle to use it" >&2
 fi
 if [ -n "$BUNDLE" ]; then
     run rm -rf "$CONF/bundle.new"
-    run cp -r "$BUNDLE" "$CONF/bundle.new"
+    run cp -rL "$BUNDLE" "$CONF/bundle.new"
+    run chmod -R u=rwX,g=rX,o= "$CONF/bundle.new"
     run "$PREFIX/venv/bin/edgefusion" info --bundle "$CONF/bundle.new"  # verified before it replaces the old one
     run rm -rf "$CONF/bundle"
     run mv "$CONF/bundle.new" "$CONF/bundle"

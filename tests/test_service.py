@@ -159,17 +159,30 @@ def test_under_journald_each_line_carries_its_syslog_priority(tmp_path):
     """journald files ``<N>``-prefixed stderr lines at priority N (``journalctl -p warning``)."""
     cfg = tmp_path / "robot.toml"
     cfg.write_text('[runtime]\ndeadline_ms = 0.001\n[output]\nstdout = false\nfile = "/dev/full"\n')
-    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    err = tmp_path / "journal"  # stands for the journal's stream: JOURNAL_STREAM names it
+    with open(err, "w") as stream:
+        st = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        r = subprocess.run(
+            [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "1.5"],
+            env=env,
+            stderr=stream,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+        )
+    text = err.read_text()
+    assert r.returncode == 0, text
+    lines = text.splitlines()
+    assert lines and all(re.match(r"^<[0-7]>\S", line) for line in lines), lines
+    assert any(line.startswith("<4>a tick took longer") for line in lines)
+    assert any(line.startswith("<3>a result sink still failed") for line in lines)
+    assert "\x1b[" not in text, "no colour in the journal"
+    # The same variable with another stream (a terminal that inherited it): plain lines.
     r = subprocess.run(
-        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "1.5"],
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "1"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert r.returncode == 0, r.stderr
-    lines = r.stderr.splitlines()
-    assert lines and all(re.match(r"^<[0-7]>\S", line) for line in lines), lines
-    assert any(line.startswith("<4>a tick took longer") for line in lines)
-    assert any(line.startswith("<3>a result sink still failed") for line in lines)
-    assert "\x1b[" not in r.stderr, "no colour in the journal"
+    assert r.stderr.startswith("edgefusion: "), r.stderr

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edgefusion.bundle import default_bundle_path
+
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edgefusion.service"
 INSTALL = REPO / "systemd" / "install.sh"
@@ -67,7 +69,13 @@ def test_the_unit_is_a_watched_notify_service_for_systemd_249():
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage")
-    r = subprocess.run(["bash", str(INSTALL), "--root", str(root)], capture_output=True, text=True, timeout=600)
+    bundle = default_bundle_path()
+    r = subprocess.run(
+        ["bash", str(INSTALL), "--root", str(root), "--bundle", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return root, r.stdout
 
@@ -90,7 +98,17 @@ def test_install_into_a_staging_root_lays_out_files_and_modes(staged):
     assert r.returncode == 0 and "verified" in r.stdout, r.stderr
     from edgefusion.config import load_config
 
-    assert load_config(root / "etc/edgefusion/edgefusion.toml").source.kind == "realsense"
+    cfg = load_config(root / "etc/edgefusion/edgefusion.toml")
+    assert cfg.source.kind == "realsense" and cfg.runtime.bundle == "/etc/edgefusion/bundle", "runs the bundle given"
+    staged_bundle = root / "etc/edgefusion/bundle"
+    assert _mode(staged_bundle) == 0o750 and _mode(staged_bundle / "manifest.json") == 0o640
+    r = subprocess.run(
+        [str(root / "opt/edgefusion/venv/bin/edgefusion"), "info", "--bundle", str(staged_bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "verified" in r.stdout, r.stderr
 
 
 def test_install_again_keeps_the_robots_config(staged):

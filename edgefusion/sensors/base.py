@@ -171,6 +171,7 @@ class Sensor(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.guard = SampleGuard(VALID_RANGE[self.modality], self.modality in CAMERAS)
+        self._views: list[StreamView] = []
         # Called on the capture thread with every new sample (a session recorder's tap): it
         # must be quick and must not keep ``data`` past the call without copying it.
         self.on_sample: Callable[[Sample], None] | None = None
@@ -254,12 +255,16 @@ class Sensor(ABC):
         """After every successful open. A driver that keeps state across samples (a ring of
         audio) extends this to forget what came before the outage."""
         self.guard.reset()
+        for view in self._views:
+            view.guard.reset()
         self._set_state(SensorState.OK, "")
 
     def _stream(self, modality: str) -> StreamView:
         """A second modality delivered by this device's capture thread (a RealSense gives rgb
         and depth in one frameset). The driver publishes into it with ``view._publish``."""
-        return StreamView(self, modality)
+        view = StreamView(self, modality)
+        self._views.append(view)
+        return view
 
     def _run(self) -> None:
         attempt = 0  # consecutive failures; reset only once a sample has arrived

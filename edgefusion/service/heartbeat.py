@@ -12,6 +12,7 @@ import time
 
 import orjson
 
+from edgefusion import log
 from edgefusion.modalities import MODALITIES
 from edgefusion.service.notify import Notifier
 from edgefusion.sinks import Sink
@@ -73,6 +74,12 @@ class Heartbeat:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
+        try:
+            self._beat()
+        except OSError as err:  # systemd's socket is gone: no more pings, so systemd acts
+            log.error(f"watchdog and status pings stopped: {err}")
+
+    def _beat(self) -> None:
         period = min(x for x in (self.interval_s, self.status_every_s) if x is not None)
         ticks, t_status, t_ticks = self.runtime.ticks, 0.0, time.monotonic()
         while not self._stop.wait(period):

@@ -26,6 +26,12 @@ class Snapshot:
     source: str = "none"
 
     @property
+    def total_w(self) -> float:
+        """The module's input where a rail measures it (VDD_IN on Orin: the others are part of
+        it, so a sum would count them twice); the sum of the rails where none does."""
+        return self.power_w.get("VDD_IN", sum(self.power_w.values()))
+
+    @property
     def hottest_c(self) -> float | None:
         return max(self.temperatures_c.values(), default=None)
 
@@ -36,7 +42,7 @@ class Snapshot:
         if self.gpu_load is not None:
             parts.append(f"GPU {self.gpu_load:.0%}")
         if self.power_w:
-            parts.append(f"{sum(self.power_w.values()):.1f} W")
+            parts.append(f"{self.total_w:.1f} W")
         return ", ".join(parts) or "no telemetry"
 
 
