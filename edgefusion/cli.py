@@ -235,7 +235,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
+    import faulthandler
+
     from edgefusion.config import load_config
+
+    # systemd's watchdog ends a hung service with SIGABRT: every thread's stack then goes to the
+    # journal, which says where it hung.
+    faulthandler.enable()
 
     cfg = load_config(args.config)
     _apply_source(cfg, args.source, args.max_speed)

@@ -42,7 +42,15 @@ def _version(module: str) -> str | None:
         return f"broken: {str(err).splitlines()[0]}"
 
 
-def _packages() -> list[Check]:
+def _usable(module: str) -> bool:
+    v = _version(module)
+    return v is not None and not v.startswith("broken")
+
+
+def _packages(cfg) -> list[Check]:
+    """Core packages must be there; the sensor libraries must be when the config's source is the
+    robot's own sensors (a run would stop without them), and are worth a warning otherwise."""
+    sensors_needed = cfg is not None and cfg.source.kind in ("realsense", "virtual")
     out = []
     for module, needed, fix in (
         ("numpy", True, "pip install edgefusion"),
@@ -57,6 +65,7 @@ def _packages() -> list[Check]:
         if v is not None and not v.startswith("broken"):
             out.append(Check(f"package {module}", "ok", v))
         else:
+            needed = needed or (sensors_needed and module in ("pyrealsense2", "pyaudio"))
             status = "fail" if needed else "warn"
             out.append(Check(f"package {module}", status, v or "not installed", fix))
     return out
@@ -65,13 +74,19 @@ def _packages() -> list[Check]:
 def _config(path: Path | None):
     from edgefusion.config import Config, load_config
 
-    if path is None and not DEFAULT_CONFIG.exists():
+    try:
+        default_there = DEFAULT_CONFIG.exists()
+    except OSError:  # /etc/edgefusion is 0750 root:edgefusion: not ours to read
+        default_there = True
+    if path is None and not default_there:
         return Config(), Check("config", "ok", f"none given, {DEFAULT_CONFIG} absent: the defaults (simulated rig)")
     path = path or DEFAULT_CONFIG
     try:
         return load_config(path), Check("config", "ok", str(path))
     except EdgefusionError as err:
         return None, Check("config", "fail", str(err), "fix the line named; the README's Configuration table")
+    except OSError as err:
+        return None, Check("config", "fail", f"{path}: cannot read: {err}", "run as the service user or root")
 
 
 def _bundle(cfg, bundle: Path | None) -> Check:
@@ -82,6 +97,8 @@ def _bundle(cfg, bundle: Path | None) -> Check:
         b = load_bundle(path)
     except EdgefusionError as err:
         return Check("bundle", "fail", str(err), "copy the bundle again; `edgefusion info --bundle DIR` verifies it")
+    except OSError as err:
+        return Check("bundle", "fail", f"{path}: cannot read: {err}", "run as the service user or root")
     return Check("bundle", "ok", f"{b.root}: {len(b.manifest['files'])} files verified, {', '.join(b.precisions)}")
 
 
@@ -110,7 +127,7 @@ def _gpu() -> list[Check]:
 
 
 def _cameras(cfg) -> Check:
-    if _version("pyrealsense2") in (None,) or str(_version("pyrealsense2")).startswith("broken"):
+    if not _usable("pyrealsense2"):
         return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used")
     import pyrealsense2 as rs
 
@@ -129,7 +146,7 @@ def _cameras(cfg) -> Check:
 
 
 def _microphones(cfg) -> Check:
-    if _version("pyaudio") is None:
+    if not _usable("pyaudio"):
         return Check("microphones", "warn", "pyaudio unavailable: no microphone can be used")
     from edgefusion.sensors.pyaudio_mic import check_device, import_pyaudio, input_devices, library_output
 
@@ -186,8 +203,8 @@ def diagnose(config: Path | None = None, bundle: Path | None = None) -> list[Che
     checks = [
         Check("python", "ok" if sys.version_info >= (3, 10) else "fail", sys.version.split()[0], "Python >= 3.10")
     ]
-    checks += _packages()
     cfg, config_check = _config(config)
+    checks += _packages(cfg)
     checks += [config_check, _bundle(cfg, bundle), *_gpu(), _cameras(cfg), _microphones(cfg)]
     checks += [_device_permissions(), _service_user()]
     return checks

@@ -1,6 +1,7 @@
 """``edgefusion doctor`` on this machine: what it finds, and what makes it fail."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,3 +39,25 @@ def test_a_broken_config_or_bundle_fails_with_what_to_do(tmp_path):
     r = _doctor("--bundle", str(bundle))
     assert r.returncode == 1
     assert [c["name"] for c in json.loads(r.stdout) if c["status"] == "fail"] == ["bundle"]
+
+
+def test_the_robots_config_without_the_sensor_libraries_fails(tmp_path):
+    """kind = "realsense" stops a run without pyrealsense2/pyaudio: doctor must say so."""
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text('[source]\nkind = "realsense"\n')
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    for name in ("pyrealsense2", "pyaudio"):  # packages that fail to import, as a broken install does
+        (blocker / name).mkdir()
+        (blocker / name / "__init__.py").write_text("raise ImportError('missing libportaudio.so.2')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "doctor", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    failed = {c["name"] for c in json.loads(r.stdout) if c["status"] == "fail"}
+    assert failed == {"package pyrealsense2", "package pyaudio"}
