@@ -129,9 +129,9 @@ def _gpu() -> list[Check]:
 def _cameras(cfg) -> Check:
     if not _usable("pyrealsense2"):
         return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used")
-    import pyrealsense2 as rs
+    from edgefusion.sensors.realsense import connected_serials
 
-    serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+    serials = connected_serials()
     wanted = cfg.camera.serial if cfg else ""
     if wanted and wanted not in serials:
         return Check(

@@ -71,15 +71,15 @@ def _devices(cfg) -> Rig:
     import time
 
     from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone, check_device, import_pyaudio
-    from edgefusion.sensors.realsense import RealSenseCamera, import_realsense
+    from edgefusion.sensors.realsense import RealSenseCamera, connected_serials, import_realsense
 
     # A missing library is a set-up error, said at once, and so is a device the config names
     # that is not there. A default device that is missing is not: the robot may boot before its
     # camera enumerates, so the loop starts and the drivers keep trying.
-    rs = import_realsense()
+    import_realsense()
     import_pyaudio()
     if cfg.camera.serial:
-        serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+        serials = connected_serials()
         if cfg.camera.serial not in serials:
             raise EdgefusionError(
                 f"[camera] serial {cfg.camera.serial!r}: not connected (connected: {', '.join(serials) or 'none'}); "

@@ -43,6 +43,12 @@ def _sdk_version(rs) -> tuple[int, int]:
     return (2, 57) if version is None else tuple(int(part) for part in version.split(".")[:2])
 
 
+def connected_serials() -> list[str]:
+    """The serial numbers of the RealSense cameras plugged in now (a query of ~1 ms)."""
+    rs = import_realsense()
+    return [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+
+
 def recording_suffix() -> str:
     """The file suffix the installed SDK records: ROS 2 ``.db3`` from 2.58 on, ROS 1 ``.bag`` before."""
     return ".db3" if _sdk_version(import_realsense()) >= (2, 58) else ".bag"
@@ -310,7 +316,7 @@ class RealSenseCamera(Sensor):
         else:
             # Look before starting: with no camera, pipeline.start() takes 15 s to say so and holds
             # the GIL all along (SDK 2.59.1), which would freeze the loop; the query takes 1 ms.
-            serials = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+            serials = connected_serials()
             if not serials or (c.serial and c.serial not in serials):
                 wanted = f"RealSense {c.serial} not" if c.serial else "no RealSense"
                 raise SensorGone(f"{wanted} connected (connected: {', '.join(serials) or 'none'})")
