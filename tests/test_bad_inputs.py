@@ -5,25 +5,12 @@ and test_session; the README's troubleshooting table lists them.)"""
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
+from cli_check import cli as _cli
+from cli_check import refused as _refused
 
 from edgefusion.bundle import default_bundle_path
-
-
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "edgefusion.cli", *args], capture_output=True, text=True, timeout=90, env=env
-    )
-
-
-def _refused(r, *words):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(
