@@ -197,11 +197,15 @@ def _session(
 
 
 def _apply_source(cfg, source: str | None, max_speed: bool = False) -> None:
-    """``--source`` (simulated, virtual, realsense or replay:DIR) over the config's [source]."""
+    """``--source`` (simulated, virtual, realsense, or replay:PATH: a session folder, a folder of
+    another tool's recording and/or WAV, or such a file) over the config's [source]."""
     if source is not None:
         kind, _, path = source.partition(":")
         if (kind == "replay") != bool(path):
-            raise EdgefusionError(f"--source {source!r}: use simulated, virtual, realsense or replay:DIR")
+            raise EdgefusionError(
+                f"--source {source!r}: use simulated, virtual, realsense or replay:DIR (a session folder, "
+                "or a folder of a .bag/.db3 and/or a .wav), or replay:FILE (one of those files)"
+            )
         cfg.source.kind, cfg.source.path = kind, path
     if max_speed:
         if cfg.source.kind != "replay":

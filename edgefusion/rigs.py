@@ -99,13 +99,15 @@ def _devices(cfg) -> Rig:
 
 
 def _replay(cfg) -> Rig:
-    """A recorded session: in real time from now, or at max speed on the recorded tick times."""
+    """A recorded session, or another tool's recording (shifted by the config's sensor offsets):
+    in real time from now, or at max speed on the recorded tick times."""
     import time
 
+    from edgefusion.modalities import MODALITIES
     from edgefusion.session.layout import load_session
     from edgefusion.session.replay import recorded_ticks, replay_sources
 
-    session = load_session(cfg.source.path)
+    session = load_session(cfg.source.path, offsets_ms={m: cfg.sensors[m].offset_ms for m in MODALITIES})
     sources = replay_sources(session)
     t_rec = session.t_start
     shift = [0.0]

@@ -129,7 +129,7 @@ def test_a_killed_recorder_leaves_a_readable_partial_session(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda d: (d / "events.jsonl").unlink(), "not a session folder"),
+        (lambda d: (d / "events.jsonl").unlink(), "events.jsonl: missing, though session.json is there"),
         (lambda d: (d / "events.jsonl").write_bytes(b'{"t": 1, "kind": "start"}\n'), "session format"),
         (lambda d: _insert_garbage(d / "events.jsonl"), "not a JSON line"),
         (lambda d: next(d.glob("camera.*")).write_bytes(b"not a recording"), "not a RealSense recording"),

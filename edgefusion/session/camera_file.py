@@ -12,13 +12,21 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefusion.errors import SessionError
-from edgefusion.sensors.frames import DEPTH_SCALE, depth_metres, depth_z16, rgb8
-from edgefusion.sensors.realsense import SoftwareCamera, check_recording, import_realsense, recording_suffix
+from edgefusion.sensors.frames import DEPTH_SCALE, depth_z16, rgb8
+from edgefusion.sensors.realsense import (
+    SoftwareCamera,
+    _Resample,
+    check_recording,
+    import_realsense,
+    recording_suffix,
+)
+from edgefusion.session.files import check_readable, is_present
 
 CAMERA_STEM = "camera"
 
@@ -29,7 +37,7 @@ def camera_file_name() -> str:
 
 def find_camera_file(root: Path) -> Path | None:
     for suffix in (".db3", ".bag"):
-        if (root / (CAMERA_STEM + suffix)).is_file():
+        if is_present(root / (CAMERA_STEM + suffix)):
             return root / (CAMERA_STEM + suffix)
     return None
 
@@ -49,8 +57,20 @@ class CameraFileWriter:
         self._camera.close()
 
 
-def read_camera_file(path: Path, stall_s: float = 10.0) -> dict[str, list[tuple[float, np.ndarray]]]:
+@dataclass
+class CameraFile:
+    """A recording's frames per stream, in order, and the recording's own length."""
+
+    frames: dict[str, list[tuple[float, np.ndarray]]]  # rgb, depth: (recorded time in s, model frame)
+    duration_s: float  # the playback's duration: how long the recording really lasts
+
+
+def read_camera_file(path: Path, out_size: tuple[int, int] | None = None, stall_s: float = 10.0) -> CameraFile:
     """Every frame of each stream once, in the model's format, with its recorded time (s).
+
+    ``out_size`` (h, w) brings frames of another size to the model's (a recording made by the
+    SDK's tools, at the camera's resolution) as the live driver does, converted as each frame
+    arrives so that a long full-resolution file is never held whole; None keeps the recorded size.
 
     Read from the playback device's sensors, not through a pipeline: a pipeline's syncer holds
     a stream's last frame back waiting for a partner, and at the end of the file it is lost.
@@ -58,17 +78,27 @@ def read_camera_file(path: Path, stall_s: float = 10.0) -> dict[str, list[tuple[
     waits for each callback and delivers every frame, frame 0 included (SDK 2.59.1: every
     frame of every recording in the tests, in every run)."""
     rs = import_realsense()
+    check_readable(path)
     check_recording(rs, path)  # a .db3 cut short would otherwise play without a word, frames lost
     frames: dict[str, dict[int, tuple[float, np.ndarray]]] = {"rgb": {}, "depth": {}}
+    converters: dict[str, _Converter] = {}
+    failures: list[str] = []
     lock = threading.Lock()
 
     def on_frame(f) -> None:
         stream = f.profile.stream_type()
         modality = "rgb" if stream == rs.stream.color else "depth" if stream == rs.stream.depth else None
-        if modality is not None:
-            pixels = np.asanyarray(f.get_data()).copy()  # the SDK recycles the frame's memory
-            with lock:
-                frames[modality][f.get_frame_number()] = (f.get_timestamp() / 1000.0, pixels)
+        if modality is None:
+            return
+        try:
+            if modality not in converters:
+                converters[modality] = _Converter(rs, f, out_size, scale)
+            model_frame = converters[modality](f)  # a copy: the SDK recycles the frame's memory
+        except SessionError as err:  # said once the playback is over: this is an SDK thread
+            failures.append(str(err))
+            return
+        with lock:
+            frames[modality][f.get_frame_number()] = (f.get_timestamp() / 1000.0, model_frame)
 
     try:
         device = rs.context().load_device(str(path))
@@ -88,7 +118,7 @@ def read_camera_file(path: Path, stall_s: float = 10.0) -> dict[str, list[tuple[
     try:
         # However long the file, playback must keep delivering: no frame for ``stall_s`` is a fault.
         seen, last_progress = 0, time.monotonic()
-        while playback.current_status() != rs.playback_status.stopped:
+        while playback.current_status() != rs.playback_status.stopped and not failures:
             count = len(frames["rgb"]) + len(frames["depth"])
             if count != seen:
                 seen, last_progress = count, time.monotonic()
@@ -99,12 +129,67 @@ def read_camera_file(path: Path, stall_s: float = 10.0) -> dict[str, list[tuple[
         for s in sensors:
             s.stop()
             s.close()
-    out = {
-        "rgb": [(t, np.moveaxis(px, -1, 0).astype(np.float32)) for t, px in _in_order(frames["rgb"])],
-        "depth": [(t, depth_metres(px, scale)[None]) for t, px in _in_order(frames["depth"])],
+    if failures:
+        raise SessionError(failures[0])
+    return CameraFile(
+        {m: [f[n] for n in sorted(f)] for m, f in frames.items()}, playback.get_duration().total_seconds()
+    )
+
+
+class _Converter:
+    """One stream's frames to the model's format: colour of any common 8-bit format to RGB,
+    Z16 to metres, at the model's size (``_Resample``, the live driver's, which at the same
+    size copies exactly: a session replays bit for bit)."""
+
+    def __init__(self, rs, f, out_size: tuple[int, int] | None, scale: float):
+        video = f.as_video_frame()
+        self.h, self.w, self.stride = video.get_height(), video.get_width(), video.get_stride_in_bytes()
+        self.format = f.profile.format()
+        if f.profile.stream_type() == rs.stream.depth:
+            if self.format != rs.format.z16:
+                raise SessionError(f"depth format {self.format.name}: only z16 depth replays; record depth as z16")
+            self.unpack = lambda px: px.view("<u2")
+        else:
+            unpack = _colour_formats(rs).get(self.format)
+            if unpack is None:
+                raise SessionError(
+                    f"colour format {self.format.name}: not replayable; record colour as rgb8, bgr8, rgba8, bgra8, "
+                    "yuyv or uyvy"
+                )
+            self.unpack = unpack
+        self.is_depth = self.format == rs.format.z16
+        self.scale = np.float32(scale)
+        self.resample = _Resample((self.h, self.w), out_size or (self.h, self.w))
+
+    def __call__(self, f) -> np.ndarray:
+        rows = np.frombuffer(f.get_data(), np.uint8, self.h * self.stride).reshape(self.h, self.stride)
+        pixels = self.unpack(rows)
+        return self.resample.depth(pixels, self.scale) if self.is_depth else self.resample.rgb(pixels)
+
+
+def _colour_formats(rs) -> dict:
+    """Colour format → (rows of bytes → (H, W, 3) uint8 RGB)."""
+
+    def channels(order, n):
+        return lambda rows: rows[:, : rows.shape[1] // n * n].reshape(rows.shape[0], -1, n)[..., order]
+
+    return {
+        rs.format.rgb8: channels([0, 1, 2], 3),
+        rs.format.bgr8: channels([2, 1, 0], 3),
+        rs.format.rgba8: channels([0, 1, 2], 4),
+        rs.format.bgra8: channels([2, 1, 0], 4),
+        rs.format.yuyv: lambda rows: _yuv422(rows, y=0, u=1, v=3),
+        rs.format.uyvy: lambda rows: _yuv422(rows, y=1, u=0, v=2),
     }
-    return out
 
 
-def _in_order(frames: dict[int, tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
-    return [frames[n] for n in sorted(frames)]
+def _yuv422(rows: np.ndarray, y: int, u: int, v: int) -> np.ndarray:
+    """Packed 4:2:2 (two pixels in four bytes) to RGB, by BT.601's limited-range integer formula,
+    the one librealsense uses for its own YUYV → RGB8 conversion."""
+    quads = rows[:, : rows.shape[1] // 4 * 4].reshape(rows.shape[0], -1, 4).astype(np.int32)
+    luma = np.stack([quads[..., y], quads[..., y + 2]], axis=-1).reshape(rows.shape[0], -1) - 16
+    d = np.repeat(quads[..., u] - 128, 2, axis=1)
+    e = np.repeat(quads[..., v] - 128, 2, axis=1)
+    c = 298 * luma
+    rgb = np.stack([c + 409 * e + 128, c - 100 * d - 208 * e + 128, c + 516 * d + 128], axis=-1) >> 8
+    return np.clip(rgb, 0, 255).astype(np.uint8)

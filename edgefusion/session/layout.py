@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import wave
+import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,14 +11,23 @@ import numpy as np
 import orjson
 
 from edgefusion.errors import EdgefusionError, SessionError
+from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.base import SensorState
 from edgefusion.session.camera_file import CameraFileWriter, camera_file_name, find_camera_file, read_camera_file
+from edgefusion.session.files import is_present, read_bytes
+from edgefusion.session.wav import read_wav
 from edgefusion.task import AUDIO_WINDOW_S
 
 SESSION_FORMAT = "edgefusion-session/1"
 AUDIO_FILE = "audio.wav"
 EVENTS_FILE = "events.jsonl"
 SESSION_FILE = "session.json"
+# A recorder writes a tick every 1/tick_hz and a window every 0.1 s: an event this long after
+# everything before it (or before the start) is a damaged clock, and would stretch a real-time
+# replay without end. Sensor offsets (within ±10 s) may put a sample before the start.
+MAX_GAP_S = 60.0
+SAMPLE_RATES = (1000, 384_000)  # Hz: what any microphone delivers
+MAX_OFFSET_MS = 10_000  # as [sensors.*] offset_ms
 
 __all__ = [
     "AUDIO_FILE",
@@ -45,6 +55,9 @@ class Session:
     labels: list[tuple[float, str]] = field(default_factory=list)  # (t, intent from then on)
     ticks: list[dict] = field(default_factory=list)  # the recorded run's results (t, label, probs, present)
     warnings: list[str] = field(default_factory=list)  # what was cut short, said once
+    # A recording's own length (its playback duration, its WAV's): a replay ends there, whatever
+    # a frame's time says. None: the event log's times, which are checked, bound it.
+    length_s: float | None = None
 
     @property
     def t_start(self) -> float:
@@ -55,7 +68,8 @@ class Session:
         """The last thing recorded: a tick, a frame or an audio window."""
         last = [self.ticks[-1]["t"]] if self.ticks else []
         last += [f[-1][0] for f in self.frames.values() if f] + ([self.windows[-1][0]] if self.windows else [])
-        return max(last, default=self.t_start)
+        end = max(last, default=self.t_start)
+        return end if self.length_s is None else min(end, self.t_start + self.length_s)
 
     def label_at(self, t: float) -> str | None:
         """The recorded intent at ``t`` (None before the first label)."""
@@ -67,103 +81,214 @@ class Session:
         return current
 
 
-def load_session(root: str | Path, window_s: float = AUDIO_WINDOW_S) -> Session:
+def load_session(
+    root: str | Path, window_s: float = AUDIO_WINDOW_S, offsets_ms: dict[str, float] | None = None
+) -> Session:
     """Everything a replay needs, in memory. A session may lack the camera or the audio (those
-    modalities replay as absent); it may not lack its event log, which holds the times."""
+    modalities replay as absent); it may not lack its event log, which holds the times.
+
+    A folder without an event log that holds a RealSense recording and/or a WAV (made by other
+    tools), or such a file itself, is read as a recording (``foreign.load_recording``), its
+    modalities shifted by ``offsets_ms``; a session's own times already include its offsets."""
     root = Path(root)
     if not root.is_dir():
+        if root.is_file():
+            from edgefusion.session.foreign import load_recording
+
+            return load_recording(root, window_s, offsets_ms or {})
         raise SessionError(f"{root}: no such session folder (record one with `edgefusion record --out DIR`)")
-    complete = (root / SESSION_FILE).is_file()
-    events = _read_events(root / EVENTS_FILE, complete)
-    if not events or events[0].get("kind") != "start":
+    complete = is_present(root / SESSION_FILE)
+    if not is_present(root / EVENTS_FILE):
+        if complete:
+            raise SessionError(f"{root / EVENTS_FILE}: missing, though {SESSION_FILE} is there; the session is damaged")
+        from edgefusion.session.foreign import load_recording
+
+        return load_recording(root, window_s, offsets_ms or {})
+    if complete:
+        _check_summary(root / SESSION_FILE)
+    lines = _read_events(root / EVENTS_FILE, complete)
+    if not lines or lines[0].event["kind"] != "start":
         raise SessionError(f"{root / EVENTS_FILE}: does not begin with a start event; not an edgefusion session")
-    facts = events[0]
-    if facts.get("format") != SESSION_FORMAT:
+    start = lines[0]
+    if start.event.get("format") != SESSION_FORMAT:
         raise SessionError(
-            f"{root}: session format {facts.get('format')!r}, this edgefusion reads {SESSION_FORMAT!r}; "
-            "replay it with the version that recorded it"
+            f"{start.at}: session format {reprlib.repr(start.event.get('format'))}, this edgefusion reads "
+            f"{SESSION_FORMAT!r}; replay it with the version that recorded it"
         )
-    session = Session(root, complete, facts, {"rgb": [], "depth": []}, [])
+    rate = start.integer("sample_rate", *SAMPLE_RATES)
+    offsets = start.field("offsets_ms", dict, optional=True) or {}
+    for m in offsets:
+        start.number(f"offsets_ms.{m}", offsets, -MAX_OFFSET_MS, MAX_OFFSET_MS, key=m, keys=MODALITIES)
+    session = Session(root, complete, start.event, {"rgb": [], "depth": []}, [])
     if not complete:
         session.warnings.append(f"{root}: incomplete session (no {SESSION_FILE}: the recorder was cut short)")
 
     camera = find_camera_file(root)
     if camera is not None:
         try:
-            session.frames.update(read_camera_file(camera))
+            session.frames.update(read_camera_file(camera).frames)
         except EdgefusionError as err:
             if complete:
                 raise
             # Cut short with the recorder: the rest of the session still replays, camera absent.
             session.warnings.append(f"{err}; the camera replays as absent")
 
-    rate = int(facts.get("sample_rate", 0))
-    window = int(round(window_s * rate))
-    audio = session.audio = _read_wav(root / AUDIO_FILE, rate, complete, session.warnings)
-    for e in events[1:]:
-        kind, t = e["kind"], e["t"]
-        try:
-            if kind == "window":
-                end = e["end"]
-                if audio is None or end > len(audio):
-                    if complete:
-                        what = "missing" if audio is None else "shorter than its events say"
-                        raise SessionError(f"{root / AUDIO_FILE}: {what}; the session is damaged")
-                    continue  # not written before the recorder died; later labels and ticks still count
-                session.windows.append((t, audio[end - window : end]))
-                session.window_ends.append(end)
-            elif kind == "state":
-                session.states.setdefault(e["modality"], []).append((t, SensorState(e["state"]).value))
-            elif kind == "label":
-                session.labels.append((t, e["label"]))
-            elif kind == "tick":
-                session.ticks.append(e)
-        except (KeyError, TypeError, ValueError) as err:
-            raise SessionError(
-                f"{root / EVENTS_FILE}: the {kind} event at t={t} is malformed ({err!r}); the event log is damaged"
-            ) from None
+    audio = session.audio = _read_audio(root / AUDIO_FILE, rate, complete, session.warnings)
+    _read_log(session, lines, int(round(window_s * rate)))
     return session
 
 
-def _read_events(path: Path, complete: bool) -> list[dict]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SessionError(f"{path.parent}: not a session folder (no {EVENTS_FILE})") from None
+def _read_log(session: Session, lines: list[_Line], window: int) -> None:
+    """Each event's fields checked as they are taken in: a damaged one is named by file:line."""
+    audio, root = session.audio, session.root
+    latest = {"window": -math.inf, "tick": -math.inf, "end": window - 1}
+    newest = lines[0].t
+    for line in lines[1:]:
+        kind, t = line.event["kind"], line.t
+        if not session.t_start - MAX_GAP_S <= t <= newest + MAX_GAP_S:
+            raise line.fail("t", f"is {t - newest:+.6g} s from the events before it", t)
+        newest = max(newest, t)
+        if kind in ("window", "tick"):
+            if t < latest[kind]:
+                raise line.fail("t", f"is before the previous {kind}'s ({latest[kind]})", t)
+            latest[kind] = t
+        if kind == "window":
+            end = line.integer("end", window, 2**62, "one window's length")
+            if end <= latest["end"]:
+                raise line.fail("end", f"does not come after the previous window's end ({latest['end']})", end)
+            latest["end"] = end
+            if audio is None or end > len(audio):
+                if session.complete:
+                    what = "missing" if audio is None else f"holds {len(audio)} samples"
+                    raise line.fail("end", f"is past the end of {AUDIO_FILE} ({what})", end)
+                continue  # not written before the recorder died; later labels and ticks still count
+            session.windows.append((t, audio[end - window : end]))
+            session.window_ends.append(end)
+        elif kind == "state":
+            modality = line.choice("modality", MODALITIES)
+            state = line.choice("state", tuple(s.value for s in SensorState))
+            session.states.setdefault(modality, []).append((t, state))
+        elif kind == "label":
+            line.field("label", str, optional=True)
+            session.labels.append((t, line.event["label"]))
+        elif kind == "tick":
+            if "sample_t" in line.event:
+                sample_t = line.field("sample_t", dict)
+                for m in MODALITIES:
+                    line.number(f"sample_t.{m}", sample_t, -math.inf, math.inf, key=m, optional=True)
+            session.ticks.append(line.event)
+
+
+class _Line:
+    """One event of the log, for taking its fields: a field that is missing, of the wrong type or
+    out of range is one error naming ``file:line`` and the field."""
+
+    def __init__(self, path: Path, number: int, event: dict):
+        self.at, self.event = f"{path}:{number}", event
+        self.t = self.number("t", event, -math.inf, math.inf, key="t")
+
+    def fail(self, name: str, problem: str, value) -> SessionError:
+        kind = self.event.get("kind")
+        what = f"the {kind} event's" if isinstance(kind, str) else "the event's"
+        return SessionError(
+            f"{self.at}: {what} {name!r} {problem} (got {reprlib.repr(value)}); the event log is damaged"
+        )
+
+    def field(self, name: str, kind: type, optional: bool = False):
+        if name not in self.event:
+            if optional:
+                return None
+            raise self.fail(name, "is missing", None)
+        value = self.event[name]
+        if value is None and optional:
+            return None
+        if not isinstance(value, kind):
+            raise self.fail(name, f"is not a {'JSON object' if kind is dict else kind.__name__}", value)
+        return value
+
+    def number(self, name, table: dict, lo, hi, key: str, optional=False, keys=None):
+        """``table[key]`` (the event itself, or an object in it), finite and within [lo, hi];
+        ``optional``: it may be null (a tick that used no sample of a modality)."""
+        if keys is not None and key not in keys:
+            raise self.fail(name, f"is not one of {', '.join(keys)}", key)
+        if key not in table:
+            raise self.fail(name, "is missing", None)
+        value = table[key]
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(name, "is not a number", value)
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise self.fail(name, f"is out of range ({'finite' if math.isinf(hi) else f'{lo}..{hi}'})", value)
+        return value
+
+    def integer(self, name: str, lo: int, hi: int, lo_means: str = "") -> int:
+        value = self.event.get(name)
+        if name not in self.event:
+            raise self.fail(name, "is missing", None)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, "is not a whole number", value)
+        if not lo <= value <= hi:
+            bound = f"at least {lo}{f' ({lo_means})' if lo_means else ''}" if value < lo else f"at most {hi}"
+            raise self.fail(name, f"must be {bound}", value)
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.field(name, str)
+        if value not in allowed:
+            raise self.fail(name, f"is not one of {', '.join(allowed)}", value)
+        return value
+
+
+def _read_events(path: Path, complete: bool) -> list[_Line]:
+    raw = read_bytes(path)
     lines = raw.split(b"\n")
     events = []
-    for i, line in enumerate(lines, 1):
-        if not line:
+    for i, text in enumerate(lines, 1):
+        if not text.strip():
             continue
         try:
-            event = orjson.loads(line)
+            event = orjson.loads(text)
         except orjson.JSONDecodeError:
             if i == len(lines) and not complete:
                 break  # the line being written when the recorder died
             raise SessionError(f"{path}:{i}: not a JSON line; the event log is damaged") from None
-        if not (isinstance(event, dict) and isinstance(event.get("t"), (int, float)) and "kind" in event):
-            raise SessionError(f"{path}:{i}: not an event (an object with a time t and a kind); the log is damaged")
-        events.append(event)
+        if not isinstance(event, dict):
+            raise SessionError(f"{path}:{i}: not a JSON object; the event log is damaged")
+        line = _Line(path, i, event)
+        line.field("kind", str)
+        events.append(line)
     return events
 
 
-def _read_wav(path: Path, rate: int, complete: bool, warnings: list[str]) -> np.ndarray | None:
-    if not path.is_file():
-        return None
+def _check_summary(path: Path) -> None:
+    """session.json marks a clean close: it must say so, in this format."""
+    raw = read_bytes(path)
     try:
-        with wave.open(str(path), "rb") as w:
-            if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, rate):
-                raise SessionError(
-                    f"{path}: {w.getnchannels()} channel(s), {8 * w.getsampwidth()}-bit, {w.getframerate()} Hz; "
-                    f"a session's audio is mono 16-bit at {rate} Hz"
-                )
-            n = w.getnframes()
-            data = w.readframes(n)
-    except (wave.Error, EOFError) as err:
-        raise SessionError(f"{path}: not a readable WAV file ({err})") from None
-    got = len(data) // 2
+        summary = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise SessionError(f"{path}: not JSON; the session is damaged (delete it to replay as incomplete)") from None
+    wanted = {"format": SESSION_FORMAT, "complete": True}
+    for name, value in wanted.items():
+        got = summary.get(name) if isinstance(summary, dict) else summary
+        if got != value or type(got) is not type(value):
+            line = raw[: raw.find(f'"{name}"'.encode())].count(b"\n") + 1 if f'"{name}"'.encode() in raw else 1
+            raise SessionError(
+                f"{path}:{line}: {name!r} is {reprlib.repr(got)}, not {value!r}; the session is damaged "
+                "(delete it to replay as incomplete)"
+            )
+
+
+def _read_audio(path: Path, rate: int, complete: bool, warnings: list[str]) -> np.ndarray | None:
+    """audio.wav, which the recorder wrote: mono 16-bit PCM at the session's rate."""
+    if not is_present(path):
+        return None
+    wav = read_wav(path, read_bytes(path))
+    if (wav.channels, wav.bits, wav.is_float, wav.rate) != (1, 16, False, rate):
+        raise SessionError(f"{path}: {wav.kind}; a session's audio is mono 16-bit PCM at {rate} Hz (its sample_rate)")
+    got, n = len(wav.samples), wav.declared_frames
     if got < n:
         if complete:
             raise SessionError(f"{path}: truncated ({got} of {n} samples); the session is damaged")
         warnings.append(f"{path}: {got} of {n} samples were written")
-    return np.frombuffer(data[: 2 * got], np.int16).astype(np.float32)
+    return wav.samples[:, 0]

@@ -57,6 +57,12 @@ class SessionRecorder:
             raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
         if used:
             raise EdgefusionError(f"{self.out} already exists and is not an empty folder: record into a new folder")
+        # The camera file needs pyrealsense2 (camera_file_name asks the SDK which format it writes):
+        # without it, say so here, before the rig starts and anything is written.
+        try:
+            self._camera_path = self.out / camera_file_name()
+        except EdgefusionError as err:
+            raise EdgefusionError(f"record writes the camera as a RealSense recording: {err}") from None
         self.sensors = sensors
         self.sample_rate = sample_rate
         self.facts = facts
@@ -72,7 +78,6 @@ class SessionRecorder:
         self._audio_queued = 0
         self._audio_gap_at = -1
         self._camera: CameraFileWriter | None = None
-        self._camera_path: Path | None = None  # set by start()
         self._wav: wave.Wave_write | None = None
         self._events = None
         self._error: BaseException | None = None
@@ -81,7 +86,6 @@ class SessionRecorder:
     def start(self, t0: float) -> None:
         """Begin (before the sensors connect): ``t0`` is the rig clock's start."""
         self.t0 = t0
-        self._camera_path = self.out / camera_file_name()  # here: without pyrealsense2, fail before recording
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self._events = open(self.out / EVENTS_FILE, "wb", buffering=0)  # noqa: SIM115 (closed in close())

@@ -1,0 +1,134 @@
+"""Recordings made by other tools, replayed as sessions: a robotics team's archive of RealSense
+recordings (realsense-viewer, ``rs-record``: ``.bag`` or ``.db3``, the camera's resolution) and
+WAVs from any recorder.
+
+What is read: a ``.bag``/``.db3`` or ``.wav`` file itself, or a folder without an event log that
+holds at most one recording and at most one WAV (more would be a guess: replay one by its path).
+Frames are brought to the model's input as the live driver brings them (``_Resample``: block
+mean or nearest for colour, nearest for depth; depth is not aligned to colour); the WAV is mixed
+to mono and resampled to the model's rate with soxr; a modality with no file is absent.
+
+Alignment: a RealSense recording's timestamps are its device's clock and a WAV has no clock at
+all, so nothing relates the two but where each starts: the first frame of the recording and the
+first sample of the WAV are both t = 0, and ``[sensors.<modality>] offset_ms`` (the time-offset
+calibration's key) moves a modality later (positive) or earlier. A replay ends with its files'
+real length (the recording's duration, the WAV's), whatever a frame's timestamp says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgefusion.errors import EdgefusionError, SessionError
+from edgefusion.modalities import MODALITIES
+from edgefusion.sensors.frames import pcm16
+from edgefusion.session.camera_file import read_camera_file
+from edgefusion.session.files import read_bytes
+from edgefusion.session.layout import EVENTS_FILE, Session
+from edgefusion.session.wav import read_wav
+from edgefusion.task import HEIGHT, SAMPLE_RATE, WIDTH
+
+RECORDING_FORMAT = "recording"  # the facts' format of a session made from other tools' files
+CAMERA_SUFFIXES = (".bag", ".db3")
+AUDIO_SUFFIX = ".wav"
+HOP_S = 0.1  # a new audio window every 100 ms, as the microphone driver hands them out
+
+
+def load_recording(path: Path, window_s: float, offsets_ms: dict[str, float]) -> Session:
+    """A recording and/or a WAV as a session without events: its ticks are made at replay time."""
+    camera, wav = _pick_files(path)
+    shift = {m: offsets_ms.get(m, 0.0) / 1000.0 for m in MODALITIES}
+    frames: dict[str, list[tuple[float, np.ndarray]]] = {"rgb": [], "depth": []}
+    lengths, warnings = [], []
+    if camera is not None:
+        recording = read_camera_file(camera, out_size=(HEIGHT, WIDTH))
+        firsts = [f[0][0] for f in recording.frames.values() if f]
+        if not firsts:
+            raise SessionError(f"{camera}: no colour or depth frame in it; record with a colour or depth stream")
+        for m, stream in recording.frames.items():
+            _check_in_order(camera, m, stream)
+            frames[m] = [(t - min(firsts) + shift[m], frame) for t, frame in stream]
+        lengths.append(recording.duration_s)
+    audio, windows, ends = None, [], []
+    if wav is not None:
+        audio = _model_audio(wav, warnings)
+        window, hop = int(round(window_s * SAMPLE_RATE)), int(round(HOP_S * SAMPLE_RATE))
+        ends = list(range(window, len(audio) + 1, hop))
+        if not ends:
+            warnings.append(f"{wav}: shorter than one {window_s:g} s audio window; audio replays as absent")
+        # A window's time is its last sample's, as the microphone stamps it.
+        windows = [(shift["audio"] + (end - 1) / SAMPLE_RATE, audio[end - window : end]) for end in ends]
+        lengths.append(len(audio) / SAMPLE_RATE)
+    firsts = [s[0][0] for s in (*frames.values(), windows) if s]
+    facts = {
+        "t": min([0.0, *firsts]),
+        "kind": "start",
+        "format": RECORDING_FORMAT,
+        "sample_rate": SAMPLE_RATE,
+        "source": "recording",
+        "camera": None if camera is None else str(camera),
+        "audio": None if wav is None else str(wav),
+        "offsets_ms": {m: shift[m] * 1000.0 for m in MODALITIES},
+    }
+    length = max(lengths) + max(abs(s) for s in shift.values()) - facts["t"]
+    return Session(path, True, facts, frames, windows, audio, ends, warnings=warnings, length_s=length)
+
+
+def _pick_files(path: Path) -> tuple[Path | None, Path | None]:
+    """(the recording, the WAV) that ``path`` is or holds."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in CAMERA_SUFFIXES:
+            return path, None
+        if suffix == AUDIO_SUFFIX:
+            return None, path
+        raise SessionError(f"{path}: not a session folder nor a recording; give a folder, a .bag, .db3 or .wav")
+    try:
+        names = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as err:
+        raise SessionError(f"{path}: cannot list the folder ({err.strerror}); chmod a+rx it") from None
+    cameras = [p for p in names if p.suffix.lower() in CAMERA_SUFFIXES]
+    wavs = [p for p in names if p.suffix.lower() == AUDIO_SUFFIX]
+    if not cameras and not wavs:
+        raise SessionError(
+            f"{path}: not a session folder (no {EVENTS_FILE}) nor a recording (no .bag, .db3 or .wav in it); "
+            "record one with `edgefusion record --out DIR`"
+        )
+    for kind, found in (("RealSense recordings", cameras), ("WAV files", wavs)):
+        if len(found) > 1:
+            raise SessionError(
+                f"{path}: holds {len(found)} {kind} ({', '.join(p.name for p in found)}); a folder replays one "
+                "recording and one WAV: give one with --source replay:FILE, or put each pair in its own folder"
+            )
+    return (cameras or [None])[0], (wavs or [None])[0]
+
+
+def _check_in_order(camera: Path, modality: str, stream: list[tuple[float, np.ndarray]]) -> None:
+    """A replay finds a frame by time: times that go back (a device clock reset mid-recording)
+    would hand out the wrong frames."""
+    for i in range(1, len(stream)):
+        if not stream[i][0] >= stream[i - 1][0]:
+            raise SessionError(
+                f"{camera}: {modality} frame {i}'s timestamp ({stream[i][0] * 1000:.3f} ms) is before the one "
+                f"before it ({stream[i - 1][0] * 1000:.3f} ms); the recording's clock is damaged, cut it there"
+            )
+
+
+def _model_audio(path: Path, warnings: list[str]) -> np.ndarray:
+    """The WAV as the model hears it: mono, at the model's rate, in whole 16-bit steps."""
+    wav = read_wav(path, read_bytes(path))
+    if len(wav.samples) < wav.declared_frames:
+        warnings.append(f"{path}: cut short ({len(wav.samples)} of {wav.declared_frames} samples); replaying those")
+    mono = wav.samples.mean(axis=1, dtype=np.float32)
+    if wav.rate != SAMPLE_RATE and len(mono):
+        try:
+            import soxr
+        except ImportError as err:
+            raise EdgefusionError(
+                f"{path}: {wav.rate} Hz audio needs soxr to resample to {SAMPLE_RATE} Hz ({err}): "
+                "pip install 'edgefusion[sensors]'"
+            ) from err
+        mono = soxr.resample(mono, wav.rate, SAMPLE_RATE, quality="HQ")
+    return pcm16(mono).astype(np.float32)
