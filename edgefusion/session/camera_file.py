@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +56,9 @@ class CameraFileWriter:
         self._camera.close()
 
 
-@dataclass
-class CameraFile:
-    """A recording's frames per stream, in order, and the recording's own length."""
-
-    frames: dict[str, list[tuple[float, np.ndarray]]]  # rgb, depth: (recorded time in s, model frame)
-    duration_s: float  # the playback's duration: how long the recording really lasts
-
-
-def read_camera_file(path: Path, out_size: tuple[int, int] | None = None, stall_s: float = 10.0) -> CameraFile:
+def read_camera_file(
+    path: Path, out_size: tuple[int, int] | None = None, stall_s: float = 10.0
+) -> dict[str, list[tuple[float, np.ndarray]]]:
     """Every frame of each stream once, in the model's format, with its recorded time (s).
 
     ``out_size`` (h, w) brings frames of another size to the model's (a recording made by the
@@ -131,9 +124,7 @@ def read_camera_file(path: Path, out_size: tuple[int, int] | None = None, stall_
             s.close()
     if failures:
         raise SessionError(failures[0])
-    return CameraFile(
-        {m: [f[n] for n in sorted(f)] for m, f in frames.items()}, playback.get_duration().total_seconds()
-    )
+    return {m: [f[n] for n in sorted(f)] for m, f in frames.items()}
 
 
 class _Converter:

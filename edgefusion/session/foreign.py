@@ -11,8 +11,8 @@ to mono and resampled to the model's rate with soxr; a modality with no file is 
 Alignment: a RealSense recording's timestamps are its device's clock and a WAV has no clock at
 all, so nothing relates the two but where each starts: the first frame of the recording and the
 first sample of the WAV are both t = 0, and ``[sensors.<modality>] offset_ms`` (the time-offset
-calibration's key) moves a modality later (positive) or earlier. A replay ends with its files'
-real length (the recording's duration, the WAV's), whatever a frame's timestamp says.
+calibration's key) moves a modality later (positive) or earlier. A frame's timestamp that goes
+back, or jumps more than ``MAX_GAP_S`` ahead, is refused: a replay must end with its files.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.frames import pcm16
 from edgefusion.session.camera_file import read_camera_file
 from edgefusion.session.files import read_bytes
-from edgefusion.session.layout import EVENTS_FILE, Session
+from edgefusion.session.layout import EVENTS_FILE, MAX_GAP_S, Session
 from edgefusion.session.wav import read_wav
 from edgefusion.task import HEIGHT, SAMPLE_RATE, WIDTH
 
@@ -41,16 +41,15 @@ def load_recording(path: Path, window_s: float, offsets_ms: dict[str, float]) ->
     camera, wav = _pick_files(path)
     shift = {m: offsets_ms.get(m, 0.0) / 1000.0 for m in MODALITIES}
     frames: dict[str, list[tuple[float, np.ndarray]]] = {"rgb": [], "depth": []}
-    lengths, warnings = [], []
+    warnings: list[str] = []
     if camera is not None:
         recording = read_camera_file(camera, out_size=(HEIGHT, WIDTH))
-        firsts = [f[0][0] for f in recording.frames.values() if f]
+        firsts = [f[0][0] for f in recording.values() if f]
         if not firsts:
             raise SessionError(f"{camera}: no colour or depth frame in it; record with a colour or depth stream")
-        for m, stream in recording.frames.items():
+        for m, stream in recording.items():
             _check_in_order(camera, m, stream)
             frames[m] = [(t - min(firsts) + shift[m], frame) for t, frame in stream]
-        lengths.append(recording.duration_s)
     audio, windows, ends = None, [], []
     if wav is not None:
         audio = _model_audio(wav, warnings)
@@ -60,7 +59,6 @@ def load_recording(path: Path, window_s: float, offsets_ms: dict[str, float]) ->
             warnings.append(f"{wav}: shorter than one {window_s:g} s audio window; audio replays as absent")
         # A window's time is its last sample's, as the microphone stamps it.
         windows = [(shift["audio"] + (end - 1) / SAMPLE_RATE, audio[end - window : end]) for end in ends]
-        lengths.append(len(audio) / SAMPLE_RATE)
     firsts = [s[0][0] for s in (*frames.values(), windows) if s]
     facts = {
         "t": min([0.0, *firsts]),
@@ -72,8 +70,7 @@ def load_recording(path: Path, window_s: float, offsets_ms: dict[str, float]) ->
         "audio": None if wav is None else str(wav),
         "offsets_ms": {m: shift[m] * 1000.0 for m in MODALITIES},
     }
-    length = max(lengths) + max(abs(s) for s in shift.values()) - facts["t"]
-    return Session(path, True, facts, frames, windows, audio, ends, warnings=warnings, length_s=length)
+    return Session(path, True, facts, frames, windows, audio, ends, warnings=warnings)
 
 
 def _pick_files(path: Path) -> tuple[Path | None, Path | None]:
@@ -107,12 +104,13 @@ def _pick_files(path: Path) -> tuple[Path | None, Path | None]:
 
 def _check_in_order(camera: Path, modality: str, stream: list[tuple[float, np.ndarray]]) -> None:
     """A replay finds a frame by time: times that go back (a device clock reset mid-recording)
-    would hand out the wrong frames."""
+    would hand out the wrong frames, and a jump of hours would stretch a real-time replay."""
     for i in range(1, len(stream)):
-        if not stream[i][0] >= stream[i - 1][0]:
+        step = stream[i][0] - stream[i - 1][0]
+        if not 0 <= step <= MAX_GAP_S:
             raise SessionError(
-                f"{camera}: {modality} frame {i}'s timestamp ({stream[i][0] * 1000:.3f} ms) is before the one "
-                f"before it ({stream[i - 1][0] * 1000:.3f} ms); the recording's clock is damaged, cut it there"
+                f"{camera}: {modality} frame {i}'s timestamp is {step * 1000:+.6g} ms from the one before it "
+                f"(allowed: 0 to {MAX_GAP_S:g} s); the recording's clock is damaged: cut the file there"
             )
 
 

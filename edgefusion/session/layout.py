@@ -55,9 +55,6 @@ class Session:
     labels: list[tuple[float, str]] = field(default_factory=list)  # (t, intent from then on)
     ticks: list[dict] = field(default_factory=list)  # the recorded run's results (t, label, probs, present)
     warnings: list[str] = field(default_factory=list)  # what was cut short, said once
-    # A recording's own length (its playback duration, its WAV's): a replay ends there, whatever
-    # a frame's time says. None: the event log's times, which are checked, bound it.
-    length_s: float | None = None
 
     @property
     def t_start(self) -> float:
@@ -68,8 +65,7 @@ class Session:
         """The last thing recorded: a tick, a frame or an audio window."""
         last = [self.ticks[-1]["t"]] if self.ticks else []
         last += [f[-1][0] for f in self.frames.values() if f] + ([self.windows[-1][0]] if self.windows else [])
-        end = max(last, default=self.t_start)
-        return end if self.length_s is None else min(end, self.t_start + self.length_s)
+        return max(last, default=self.t_start)
 
     def label_at(self, t: float) -> str | None:
         """The recorded intent at ``t`` (None before the first label)."""
@@ -126,21 +122,21 @@ def load_session(
     camera = find_camera_file(root)
     if camera is not None:
         try:
-            session.frames.update(read_camera_file(camera).frames)
+            session.frames.update(read_camera_file(camera))
         except EdgefusionError as err:
             if complete:
                 raise
             # Cut short with the recorder: the rest of the session still replays, camera absent.
             session.warnings.append(f"{err}; the camera replays as absent")
 
-    audio = session.audio = _read_audio(root / AUDIO_FILE, rate, complete, session.warnings)
+    session.audio = _read_audio(root / AUDIO_FILE, rate, complete, session.warnings)
     _read_log(session, lines, int(round(window_s * rate)))
     return session
 
 
 def _read_log(session: Session, lines: list[_Line], window: int) -> None:
     """Each event's fields checked as they are taken in: a damaged one is named by file:line."""
-    audio, root = session.audio, session.root
+    audio = session.audio
     latest = {"window": -math.inf, "tick": -math.inf, "end": window - 1}
     newest = lines[0].t
     for line in lines[1:]:

@@ -65,8 +65,14 @@ def read_wav(path: Path, data: bytes) -> Wav:
         )
     frames = len(body) // block_align
     raw = np.frombuffer(body, np.uint8, frames * block_align)
-    return Wav(rate, channels, bits, tag == IEEE_FLOAT, _to_steps(raw, tag, bits).reshape(frames, channels),
-               declared // block_align)
+    return Wav(
+        rate,
+        channels,
+        bits,
+        tag == IEEE_FLOAT,
+        _to_steps(raw, tag, bits).reshape(frames, channels),
+        declared // block_align,
+    )
 
 
 def _to_steps(raw: np.ndarray, tag: int, bits: int) -> np.ndarray:
