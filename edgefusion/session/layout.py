@@ -103,13 +103,15 @@ def load_session(
     if complete:
         _check_summary(root / SESSION_FILE)
     lines = _read_events(root / EVENTS_FILE, complete)
-    if not lines or lines[0].event["kind"] != "start":
-        raise SessionError(f"{root / EVENTS_FILE}: does not begin with a start event; not an edgefusion session")
+    if not lines:
+        raise SessionError(f"{root / EVENTS_FILE}: empty (no start event); not an edgefusion session")
     start = lines[0]
+    if start.event["kind"] != "start":
+        raise start.fail("kind", "is not 'start', as a session's first event is", start.event["kind"])
     if start.event.get("format") != SESSION_FORMAT:
         raise SessionError(
-            f"{start.at}: session format {reprlib.repr(start.event.get('format'))}, this edgefusion reads "
-            f"{SESSION_FORMAT!r}; replay it with the version that recorded it"
+            f"{start.at}: session format {reprlib.repr(start.event.get('format'))} (the start event's 'format'), "
+            f"this edgefusion reads {SESSION_FORMAT!r}; replay it with the version that recorded it"
         )
     rate = start.integer("sample_rate", *SAMPLE_RATES)
     offsets = start.field("offsets_ms", dict, optional=True) or {}
@@ -129,7 +131,7 @@ def load_session(
             # Cut short with the recorder: the rest of the session still replays, camera absent.
             session.warnings.append(f"{err}; the camera replays as absent")
 
-    session.audio = _read_audio(root / AUDIO_FILE, rate, complete, session.warnings)
+    session.audio = _read_audio(root / AUDIO_FILE, start, complete, session.warnings)
     _read_log(session, lines, int(round(window_s * rate)))
     return session
 
@@ -275,13 +277,17 @@ def _check_summary(path: Path) -> None:
             )
 
 
-def _read_audio(path: Path, rate: int, complete: bool, warnings: list[str]) -> np.ndarray | None:
-    """audio.wav, which the recorder wrote: mono 16-bit PCM at the session's rate."""
+def _read_audio(path: Path, start: _Line, complete: bool, warnings: list[str]) -> np.ndarray | None:
+    """audio.wav, which the recorder wrote: mono 16-bit PCM at the start event's sample rate."""
     if not is_present(path):
         return None
     wav = read_wav(path, read_bytes(path))
+    rate = start.event["sample_rate"]
     if (wav.channels, wav.bits, wav.is_float, wav.rate) != (1, 16, False, rate):
-        raise SessionError(f"{path}: {wav.kind}; a session's audio is mono 16-bit PCM at {rate} Hz (its sample_rate)")
+        raise SessionError(
+            f"{path}: {wav.kind}, but {start.at} says 'sample_rate' {rate} and a session's audio is mono "
+            "16-bit PCM at that rate; the session is damaged"
+        )
     got, n = len(wav.samples), wav.declared_frames
     if got < n:
         if complete:
