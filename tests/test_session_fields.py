@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 from cli_check import cli, refused
 
-pytest.importorskip("pyrealsense2")
-
-from edgefusion.errors import SessionError  # noqa: E402
-from edgefusion.session.layout import AUDIO_FILE, EVENTS_FILE, SESSION_FILE, load_session  # noqa: E402
+from edgefusion.errors import SessionError
+from edgefusion.session.layout import AUDIO_FILE, EVENTS_FILE, SESSION_FILE, load_session
 
 DELETE = object()
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
+    pytest.importorskip("pyrealsense2")  # the camera file is a RealSense recording
     out = tmp_path_factory.mktemp("fields") / "session"
     r = cli("record", "--out", str(out), "--seconds", "2.5", "--json", timeout=120)
     assert r.returncode == 0, r.stderr
@@ -114,7 +113,7 @@ FIELD_CASES = {
     "tick-t-1e300": (_set("tick", "t", 1e300, nth=10), ("'t'", "from the events before it")),
     "tick-t-before-start": (_set("tick", "t", -1e6), ("'t'",)),
     "tick-t-bool": (_set("tick", "t", True), ("'t'", "not a number")),
-    "tick-t-goes-back": (_tick_back, ("'t'", "before the previous tick")),
+    "tick-t-goes-back": (_tick_back, ("'t'", "before the previous tick, label or state event")),
     "sample_t-list": (_set("tick", "sample_t", [1.0, 2.0]), ("'sample_t'", "not a JSON object")),
     "sample_t-string": (_set("tick", "sample_t", "now"), ("'sample_t'", "not a JSON object")),
     "sample_t-rgb-string": (
@@ -133,6 +132,7 @@ FIELD_CASES = {
     "state-modality": (_set("state", "modality", "nose"), ("'modality'", "not one of rgb, depth, audio")),
     "state-modality-list": (_set("state", "modality", ["rgb"]), ("'modality'", "not a str")),
     "state-value": (_set("state", "state", "GREAT"), ("'state'", "not one of")),
+    "state-t-goes-back": (_set("state", "t", lambda e: e["t"] - 5, nth=-1), ("'t'", "before the previous")),
     "label-number": (_set("label", "label", 5), ("'label'", "not a str")),
     # the lines themselves
     "kind-number": (_set("tick", "kind", 5), ("'kind'", "not a str")),
@@ -271,3 +271,16 @@ def test_a_session_file_the_service_user_cannot_read_is_one_line_with_the_fix(re
             refused(cli("demo", "--source", f"replay:{copy}", "--max-speed"), target.name, "chmod")
     finally:
         shutil.rmtree(root)
+
+
+def test_record_without_pyrealsense2_says_so_before_anything_starts(tmp_path, monkeypatch):
+    """The camera file is a RealSense recording: without the SDK, record refuses at once and
+    writes nothing (the same whether or not pyrealsense2 is installed here: it is hidden)."""
+    hidden = tmp_path / "hide"
+    hidden.mkdir()
+    (hidden / "pyrealsense2.py").write_text('raise ImportError("No module named pyrealsense2 (hidden)")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "session"
+    r = cli("record", "--out", str(out), "--seconds", "5", env=env)
+    refused(r, "record writes the camera as a RealSense recording", "pyrealsense2", "pip install")
+    assert not out.exists(), "nothing written"

@@ -28,6 +28,7 @@ SESSION_FILE = "session.json"
 MAX_GAP_S = 60.0
 SAMPLE_RATES = (1000, 384_000)  # Hz: what any microphone delivers
 MAX_OFFSET_MS = 10_000  # as [sensors.*] offset_ms
+ORDERED_WITH_TICKS = ("tick", "label", "state")  # written in time order by the recorder's result sink
 
 __all__ = [
     "AUDIO_FILE",
@@ -139,17 +140,20 @@ def load_session(
 def _read_log(session: Session, lines: list[_Line], window: int) -> None:
     """Each event's fields checked as they are taken in: a damaged one is named by file:line."""
     audio = session.audio
-    latest = {"window": -math.inf, "tick": -math.inf, "end": window - 1}
+    latest = {"window": -math.inf, "tick, label or state": -math.inf, "end": window - 1}
     newest = lines[0].t
     for line in lines[1:]:
         kind, t = line.event["kind"], line.t
         if not session.t_start - MAX_GAP_S <= t <= newest + MAX_GAP_S:
             raise line.fail("t", f"is {t - newest:+.6g} s from the events before it", t)
         newest = max(newest, t)
-        if kind in ("window", "tick"):
-            if t < latest[kind]:
-                raise line.fail("t", f"is before the previous {kind}'s ({latest[kind]})", t)
-            latest[kind] = t
+        # Each writer's events come in time order: the microphone's windows, and the results'
+        # ticks with the labels and state changes they carry. A replay finds them by time.
+        stream = "window" if kind == "window" else "tick, label or state" if kind in ORDERED_WITH_TICKS else None
+        if stream is not None:
+            if t < latest[stream]:
+                raise line.fail("t", f"is before the previous {stream} event's ({latest[stream]})", t)
+            latest[stream] = t
         if kind == "window":
             end = line.integer("end", window, 2**62, "one window's length")
             if end <= latest["end"]:
