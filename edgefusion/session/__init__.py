@@ -15,4 +15,13 @@ A session folder holds:
 
 Frames and windows replay at their recorded times, so a runtime ticking at the recorded tick
 times sees exactly the samples the recorded run saw.
+
+Every field a replay reads is checked on loading (``layout.py``): types, ranges, each writer's
+times in order and no event more than ``MAX_GAP_S`` after those before it (a damaged clock would
+stretch a real-time replay without end), window ends inside audio.wav; a damaged one is one
+error naming ``file:line`` and the field. Files missing, cut short, unreadable to the user or
+replaced by folders are one error naming the file (``files.py``).
+
+A folder without an event log holding one RealSense recording and/or one WAV made by other
+tools, or such a file, replays too (``foreign.py``).
 """

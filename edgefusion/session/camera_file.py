@@ -86,7 +86,7 @@ def read_camera_file(
         try:
             if modality not in converters:
                 converters[modality] = _Converter(rs, f, out_size, scale)
-            model_frame = converters[modality](f)  # a copy: the SDK recycles the frame's memory
+            model_frame = converters[modality](f)
         except SessionError as err:  # said once the playback is over: this is an SDK thread
             failures.append(str(err))
             return
@@ -135,49 +135,50 @@ class _Converter:
     def __init__(self, rs, f, out_size: tuple[int, int] | None, scale: float):
         video = f.as_video_frame()
         self.h, self.w, self.stride = video.get_height(), video.get_width(), video.get_stride_in_bytes()
-        self.format = f.profile.format()
-        if f.profile.stream_type() == rs.stream.depth:
-            if self.format != rs.format.z16:
-                raise SessionError(f"depth format {self.format.name}: only z16 depth replays; record depth as z16")
-            self.unpack = lambda px: px.view("<u2")
-        else:
-            unpack = _colour_formats(rs).get(self.format)
-            if unpack is None:
-                raise SessionError(
-                    f"colour format {self.format.name}: not replayable; record colour as rgb8, bgr8, rgba8, bgra8, "
-                    "yuyv or uyvy"
-                )
-            self.unpack = unpack
-        self.is_depth = self.format == rs.format.z16
+        fmt = f.profile.format()
+        self.is_depth = f.profile.stream_type() == rs.stream.depth
+        if self.is_depth and fmt != rs.format.z16:
+            raise SessionError(f"depth format {fmt.name}: only z16 depth replays; record depth as z16")
+        unpack = _depth_z16 if self.is_depth else _colour_formats(rs).get(fmt)
+        if unpack is None:
+            raise SessionError(
+                f"colour format {fmt.name}: not replayable; record colour as rgb8, bgr8, rgba8, bgra8, yuyv or uyvy"
+            )
+        self.unpack = unpack
         self.scale = np.float32(scale)
         self.resample = _Resample((self.h, self.w), out_size or (self.h, self.w))
 
     def __call__(self, f) -> np.ndarray:
+        """A new array: nothing of the SDK's frame memory, which it recycles, is kept."""
         rows = np.frombuffer(f.get_data(), np.uint8, self.h * self.stride).reshape(self.h, self.stride)
-        pixels = self.unpack(rows)
+        pixels = self.unpack(rows, self.w)  # rows may be padded past the image's width
         return self.resample.depth(pixels, self.scale) if self.is_depth else self.resample.rgb(pixels)
 
 
+def _depth_z16(rows: np.ndarray, w: int) -> np.ndarray:
+    return rows[:, : 2 * w].view("<u2")
+
+
 def _colour_formats(rs) -> dict:
-    """Colour format → (rows of bytes → (H, W, 3) uint8 RGB)."""
+    """Colour format → ((H, stride) bytes, W → (H, W, 3) uint8 RGB)."""
 
     def channels(order, n):
-        return lambda rows: rows[:, : rows.shape[1] // n * n].reshape(rows.shape[0], -1, n)[..., order]
+        return lambda rows, w: rows[:, : n * w].reshape(rows.shape[0], w, n)[..., order]
 
     return {
         rs.format.rgb8: channels([0, 1, 2], 3),
         rs.format.bgr8: channels([2, 1, 0], 3),
         rs.format.rgba8: channels([0, 1, 2], 4),
         rs.format.bgra8: channels([2, 1, 0], 4),
-        rs.format.yuyv: lambda rows: _yuv422(rows, y=0, u=1, v=3),
-        rs.format.uyvy: lambda rows: _yuv422(rows, y=1, u=0, v=2),
+        rs.format.yuyv: lambda rows, w: _yuv422(rows[:, : 2 * w], y=0, u=1, v=3),
+        rs.format.uyvy: lambda rows, w: _yuv422(rows[:, : 2 * w], y=1, u=0, v=2),
     }
 
 
 def _yuv422(rows: np.ndarray, y: int, u: int, v: int) -> np.ndarray:
     """Packed 4:2:2 (two pixels in four bytes) to RGB, by BT.601's limited-range integer formula,
     the one librealsense uses for its own YUYV → RGB8 conversion."""
-    quads = rows[:, : rows.shape[1] // 4 * 4].reshape(rows.shape[0], -1, 4).astype(np.int32)
+    quads = rows.reshape(rows.shape[0], -1, 4).astype(np.int32)
     luma = np.stack([quads[..., y], quads[..., y + 2]], axis=-1).reshape(rows.shape[0], -1) - 16
     d = np.repeat(quads[..., u] - 128, 2, axis=1)
     e = np.repeat(quads[..., v] - 128, 2, axis=1)
