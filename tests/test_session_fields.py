@@ -130,12 +130,12 @@ FIELD_CASES = {
     ),
     # states and labels
     "state-modality": (_set("state", "modality", "nose"), ("'modality'", "not one of rgb, depth, audio")),
-    "state-modality-list": (_set("state", "modality", ["rgb"]), ("'modality'", "not a str")),
+    "state-modality-list": (_set("state", "modality", ["rgb"]), ("'modality'", "not a string")),
     "state-value": (_set("state", "state", "GREAT"), ("'state'", "not one of")),
     "state-t-goes-back": (_set("state", "t", lambda e: e["t"] - 5, nth=-1), ("'t'", "before the previous")),
-    "label-number": (_set("label", "label", 5), ("'label'", "not a str")),
+    "label-number": (_set("label", "label", 5), ("'label'", "not a string")),
     # the lines themselves
-    "kind-number": (_set("tick", "kind", 5), ("'kind'", "not a str")),
+    "kind-number": (_set("tick", "kind", 5), ("'kind'", "not a string")),
     "kind-missing": (_set("tick", "kind", DELETE), ("'kind'", "missing")),
     "first-not-start": (_set("start", "kind", "tick"), ("'kind'", "not 'start'")),
     "line-array": (_replace_line(3, b"[1, 2]"), ("not a JSON object",)),

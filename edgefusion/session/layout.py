@@ -28,6 +28,7 @@ SESSION_FILE = "session.json"
 MAX_GAP_S = 60.0
 SAMPLE_RATES = (1000, 384_000)  # Hz: what any microphone delivers
 MAX_OFFSET_MS = 10_000  # as [sensors.*] offset_ms
+DAMAGED_LOG = "the event log is damaged: repair that line or record the session again"
 ORDERED_WITH_TICKS = ("tick", "label", "state")  # written in time order by the recorder's result sink
 
 __all__ = [
@@ -192,11 +193,9 @@ class _Line:
     def fail(self, name: str, problem: str, value) -> SessionError:
         kind = self.event.get("kind")
         what = f"the {kind} event's" if isinstance(kind, str) else "the event's"
-        return SessionError(
-            f"{self.at}: {what} {name!r} {problem} (got {reprlib.repr(value)}); the event log is damaged"
-        )
+        return SessionError(f"{self.at}: {what} {name!r} {problem} (got {reprlib.repr(value)}); {DAMAGED_LOG}")
 
-    def field(self, name: str, kind: type, optional: bool = False):
+    def field(self, name: str, kind: type[dict] | type[str], optional: bool = False):
         if name not in self.event:
             if optional:
                 return None
@@ -205,7 +204,7 @@ class _Line:
         if value is None and optional:
             return None
         if not isinstance(value, kind):
-            raise self.fail(name, f"is not a {'JSON object' if kind is dict else kind.__name__}", value)
+            raise self.fail(name, f"is not a {'JSON object' if kind is dict else 'string'}", value)
         return value
 
     def number(self, name, table: dict, lo, hi, key: str, optional=False, keys=None):
@@ -254,9 +253,9 @@ def _read_events(path: Path, complete: bool) -> list[_Line]:
         except orjson.JSONDecodeError:
             if i == len(lines) and not complete:
                 break  # the line being written when the recorder died
-            raise SessionError(f"{path}:{i}: not a JSON line; the event log is damaged") from None
+            raise SessionError(f"{path}:{i}: not a JSON line; {DAMAGED_LOG}") from None
         if not isinstance(event, dict):
-            raise SessionError(f"{path}:{i}: not a JSON object; the event log is damaged")
+            raise SessionError(f"{path}:{i}: not a JSON object; {DAMAGED_LOG}")
         line = _Line(path, i, event)
         line.field("kind", str)
         events.append(line)
