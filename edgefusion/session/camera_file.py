@@ -139,12 +139,12 @@ class _Converter:
         self.is_depth = f.profile.stream_type() == rs.stream.depth
         if self.is_depth and fmt != rs.format.z16:
             raise SessionError(f"depth format {fmt.name}: only z16 depth replays; record depth as z16")
-        unpack = _depth_z16 if self.is_depth else _colour_formats(rs).get(fmt)
+        unpack = (_depth_z16, None) if self.is_depth else _colour_formats(rs).get(fmt)
         if unpack is None:
             raise SessionError(
                 f"colour format {fmt.name}: not replayable; record colour as rgb8, bgr8, rgba8, bgra8, yuyv or uyvy"
             )
-        self.unpack = unpack
+        self.unpack, self.to_rgb = unpack
         self.scale = np.float32(scale)
         self.resample = _Resample((self.h, self.w), out_size or (self.h, self.w))
 
@@ -152,7 +152,10 @@ class _Converter:
         """A new array: nothing of the SDK's frame memory, which it recycles, is kept."""
         rows = np.frombuffer(f.get_data(), np.uint8, self.h * self.stride).reshape(self.h, self.stride)
         pixels = self.unpack(rows, self.w)  # rows may be padded past the image's width
-        return self.resample.depth(pixels, self.scale) if self.is_depth else self.resample.rgb(pixels)
+        if self.is_depth:
+            return self.resample.depth(pixels, self.scale)
+        frame = self.resample.rgb(pixels)
+        return frame if self.to_rgb is None else self.to_rgb(frame)
 
 
 def _depth_z16(rows: np.ndarray, w: int) -> np.ndarray:
@@ -160,28 +163,42 @@ def _depth_z16(rows: np.ndarray, w: int) -> np.ndarray:
 
 
 def _colour_formats(rs) -> dict:
-    """Colour format → ((H, stride) bytes, W → (H, W, 3) uint8 RGB)."""
+    """Colour format → (unpack: (H, stride) bytes, W → (H, W, 3) uint8, then what turns the
+    resampled frame into RGB: None when it already is)."""
 
     def channels(order, n):
-        return lambda rows, w: rows[:, : n * w].reshape(rows.shape[0], w, n)[..., order]
+        return lambda rows, w: rows[:, : n * w].reshape(rows.shape[0], w, n)[..., order], None
+
+    def yuv422(y, u, v):
+        return lambda rows, w: _yuv_pixels(rows[:, : 2 * w], y, u, v), _yuv_to_rgb
 
     return {
         rs.format.rgb8: channels([0, 1, 2], 3),
         rs.format.bgr8: channels([2, 1, 0], 3),
         rs.format.rgba8: channels([0, 1, 2], 4),
         rs.format.bgra8: channels([2, 1, 0], 4),
-        rs.format.yuyv: lambda rows, w: _yuv422(rows[:, : 2 * w], y=0, u=1, v=3),
-        rs.format.uyvy: lambda rows, w: _yuv422(rows[:, : 2 * w], y=1, u=0, v=2),
+        rs.format.yuyv: yuv422(y=0, u=1, v=3),
+        rs.format.uyvy: yuv422(y=1, u=0, v=2),
     }
 
 
-def _yuv422(rows: np.ndarray, y: int, u: int, v: int) -> np.ndarray:
-    """Packed 4:2:2 (two pixels in four bytes) to RGB, by BT.601's limited-range integer formula,
-    the one librealsense uses for its own YUYV → RGB8 conversion."""
-    quads = rows.reshape(rows.shape[0], -1, 4).astype(np.int32)
-    luma = np.stack([quads[..., y], quads[..., y + 2]], axis=-1).reshape(rows.shape[0], -1) - 16
-    d = np.repeat(quads[..., u] - 128, 2, axis=1)
-    e = np.repeat(quads[..., v] - 128, 2, axis=1)
-    c = 298 * luma
-    rgb = np.stack([c + 409 * e + 128, c - 100 * d - 208 * e + 128, c + 516 * d + 128], axis=-1) >> 8
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+def _yuv_pixels(rows: np.ndarray, y: int, u: int, v: int) -> np.ndarray:
+    """Packed 4:2:2 (two pixels in four bytes) to (H, W, 3) Y, U, V: each pixel its own luma and
+    its pair's chroma. Resampled like RGB and converted after: 34 ms a 1280x720 frame against
+    100-170 ms for converting every pixel first (measured on a loaded 2-core machine)."""
+    quads = rows.reshape(rows.shape[0], -1, 4)
+    yuv = np.empty((*quads.shape[:2], 2, 3), np.uint8)
+    yuv[..., 0] = quads[..., [y, y + 2]]
+    yuv[..., 1] = quads[..., u, None]
+    yuv[..., 2] = quads[..., v, None]
+    return yuv.reshape(rows.shape[0], -1, 3)
+
+
+def _yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """(3, h, w) Y, U, V to RGB in whole 8-bit steps by BT.601's limited-range integer formula,
+    the one librealsense's own YUYV → RGB8 uses: exact for a sampled pixel; for a block mean, it
+    differs from converting each pixel first by the mean's rounding (within a step or two) and
+    where a block mixes colours clipped at 0 or 255."""
+    c, d, e = 298.0 * (yuv[0] - 16.0), yuv[1] - 128.0, yuv[2] - 128.0
+    rgb = np.stack([c + 409.0 * e, c - 100.0 * d - 208.0 * e, c + 516.0 * d])
+    return np.clip(np.floor((rgb + 128.0) / 256.0), 0, 255).astype(np.float32)
