@@ -1,6 +1,6 @@
 """Recordings made by other tools replay through the runtime: RealSense recordings written by the
-SDK's own recorder at a camera's resolution (z16 depth, rgb8/bgr8/yuyv colour, either alone) and
-WAVs of every common kind, in a folder or given as a file."""
+SDK's own recorder at a camera's resolution (z16 depth, rgb8/bgr8/bgra8/yuyv/uyvy colour, either
+alone) and WAVs of every common kind, in a folder or given as a file."""
 
 import json
 import struct
@@ -77,7 +77,8 @@ def _colour_pixels(colour: str, width: int, height: int):
         return rs.format.rgb8, 3, rgb
     if colour == "bgr8":
         return rs.format.bgr8, 3, np.ascontiguousarray(rgb[..., ::-1])
-    assert colour == "yuyv"
+    if colour == "bgra8":
+        return rs.format.bgra8, 4, np.ascontiguousarray(np.dstack([rgb[..., ::-1], np.full_like(rgb[..., 0], 255)]))
     # BT.601 limited range, the inverse of what a YUYV camera's RGB is decoded with.
     r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
     y = 16 + (65.738 * r + 129.057 * g + 25.064 * b) / 256
@@ -86,6 +87,9 @@ def _colour_pixels(colour: str, width: int, height: int):
     packed = np.empty((height, width // 2, 4), np.uint8)
     packed[..., 0], packed[..., 2] = np.rint(y[:, 0::2]), np.rint(y[:, 1::2])
     packed[..., 1], packed[..., 3] = np.rint(u[:, 0::2]), np.rint(v[:, 0::2])
+    if colour == "uyvy":  # the same samples, chroma first: U Y0 V Y1
+        return rs.format.uyvy, 2, np.ascontiguousarray(packed[..., [1, 0, 3, 2]].reshape(height, width * 2))
+    assert colour == "yuyv"
     return rs.format.yuyv, 2, packed.reshape(height, width * 2)
 
 
@@ -159,18 +163,24 @@ def test_a_wav_of_any_common_kind_is_the_model_s_audio(tmp_path, write):
     _check_tone(load_session(tmp_path))  # the folder holding it
 
 
+# name → (width, height), colour format or None, with a depth stream
+RECORDINGS = {
+    "d435-640": ((640, 480), "rgb8", True),
+    "d455-848-bgr": ((848, 480), "bgr8", True),
+    "hd-yuyv": ((1280, 720), "yuyv", False),
+    "uyvy-360": ((640, 360), "uyvy", False),
+    "bgra-720": ((1280, 720), "bgra8", True),
+    "depth-only": ((640, 480), None, True),
+}
+
+
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
     """SDK recordings at full resolution, each in its own folder, with a WAV beside the first."""
     root = tmp_path_factory.mktemp("foreign")
     suffix = recording_suffix()
     made = {}
-    for name, size, colour, depth in [
-        ("d435-640", (640, 480), "rgb8", True),
-        ("d455-848-bgr", (848, 480), "bgr8", True),
-        ("hd-yuyv", (1280, 720), "yuyv", False),
-        ("depth-only", (640, 480), None, True),
-    ]:
+    for name, (size, colour, depth) in RECORDINGS.items():
         folder = root / name
         folder.mkdir()
         made[name] = _record(folder / f"{name}{suffix}", *size, colour=colour, depth=depth)
@@ -178,16 +188,16 @@ def recordings(tmp_path_factory):
     return made
 
 
-@pytest.mark.parametrize("name", ["d435-640", "d455-848-bgr", "hd-yuyv", "depth-only"])
+@pytest.mark.parametrize("name", RECORDINGS)
 def test_an_sdk_recording_s_frames_are_brought_to_the_model_s_input(recordings, name):
     session = load_session(recordings[name])
-    has_colour, has_depth = name != "depth-only", name != "hd-yuyv"
-    assert len(session.frames["rgb"]) == (FRAMES if has_colour else 0)
+    _, colour, has_depth = RECORDINGS[name]
+    assert len(session.frames["rgb"]) == (FRAMES if colour else 0)
     assert len(session.frames["depth"]) == (FRAMES if has_depth else 0)
     for t_frames in session.frames.values():
         times = [t for t, _ in t_frames]
         assert times == pytest.approx([n * FRAME_MS / 1000 for n in range(len(times))], abs=1e-6), "from t = 0"
-    tolerance = 2 if name == "hd-yuyv" else 0  # YUV rounding
+    tolerance = 2 if colour in ("yuyv", "uyvy") else 0  # YUV rounding
     for _, rgb in session.frames["rgb"]:
         assert rgb.shape == (3, HEIGHT, WIDTH) and rgb.dtype == np.float32
         assert np.abs(rgb[:, :, : WIDTH // 2 - 1] - np.array(LEFT)[:, None, None]).max() <= tolerance
