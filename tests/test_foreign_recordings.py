@@ -77,6 +77,8 @@ def _colour_pixels(colour: str, width: int, height: int):
         return rs.format.rgb8, 3, rgb
     if colour == "bgr8":
         return rs.format.bgr8, 3, np.ascontiguousarray(rgb[..., ::-1])
+    if colour == "y8":  # a monochrome "colour" stream, which nothing here turns into RGB
+        return rs.format.y8, 1, np.ascontiguousarray(rgb[..., 1])
     if colour == "bgra8":
         return rs.format.bgra8, 4, np.ascontiguousarray(np.dstack([rgb[..., ::-1], np.full_like(rgb[..., 0], 255)]))
     # BT.601 limited range, the inverse of what a YUYV camera's RGB is decoded with.
@@ -304,3 +306,10 @@ def test_a_file_that_is_no_recording_is_refused_in_one_line(tmp_path):
     fake = tmp_path / f"fake{recording_suffix()}"
     fake.write_bytes(b"not a recording")
     refused(cli("demo", "--source", f"replay:{fake}", "--max-speed"), "fake", "not a RealSense recording")
+
+
+def test_a_recording_in_a_format_that_cannot_replay_is_one_line(tmp_path):
+    mono = _record(tmp_path / f"mono{recording_suffix()}", 640, 480, colour="y8", depth=True)
+    with pytest.raises(SessionError, match="colour format y8"):
+        load_session(mono)
+    refused(cli("demo", "--source", f"replay:{mono}", "--max-speed"), "mono", "colour format y8", "record colour")

@@ -88,7 +88,7 @@ def read_camera_file(
                 converters[modality] = _Converter(rs, f, out_size, scale)
             model_frame = converters[modality](f)
         except SessionError as err:  # said once the playback is over: this is an SDK thread
-            failures.append(str(err))
+            failures.append(f"{path}: {err}")
             return
         with lock:
             frames[modality][f.get_frame_number()] = (f.get_timestamp() / 1000.0, model_frame)
