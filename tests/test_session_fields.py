@@ -250,7 +250,7 @@ def _as_service_user():
         os.setegid(0)
 
 
-@pytest.mark.parametrize("name", [EVENTS_FILE, SESSION_FILE, AUDIO_FILE, "camera"])
+@pytest.mark.parametrize("name", [EVENTS_FILE, SESSION_FILE, AUDIO_FILE, "camera", "the folder"])
 def test_a_session_file_the_service_user_cannot_read_is_one_line_with_the_fix(recorded, name):
     root = Path(tempfile.mkdtemp(prefix="edgefusion-unreadable-"))  # not under root's private tmp
     try:
@@ -260,15 +260,18 @@ def test_a_session_file_the_service_user_cannot_read_is_one_line_with_the_fix(re
         copy.chmod(0o755)
         for f in copy.iterdir():
             f.chmod(0o644)
-        target = _camera(copy) if name == "camera" else copy / name
-        target.chmod(0o600 if os.geteuid() == 0 else 0)  # owned by root, or unreadable to its owner
+        targets = {"camera": _camera(copy), "the folder": copy}
+        target = targets.get(name, copy / name)
+        target.chmod(0o700 if os.geteuid() == 0 else 0)  # owned by root, or closed to its owner
         load_session(recorded)  # every module the loader needs is imported before the user changes
         with _as_service_user(), pytest.raises(SessionError) as err:
             load_session(copy)
         message = str(err.value)
-        assert target.name in message and "not readable" in message and "chmod a+r" in message, message
+        fix = "chmod a+rx" if target.is_dir() else "chmod a+r"
+        assert target.name in message and "permission denied" in message and fix in message, message
         if os.geteuid() != 0:  # root's interpreter lives where another user cannot run it
-            refused(cli("demo", "--source", f"replay:{copy}", "--max-speed"), target.name, "chmod")
+            refused(cli("demo", "--source", f"replay:{copy}", "--max-speed"), target.name, fix)
+        target.chmod(0o755)  # for rmtree
     finally:
         shutil.rmtree(root)
 

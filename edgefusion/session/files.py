@@ -13,7 +13,12 @@ def is_present(path: Path) -> bool:
     try:
         if not path.exists():
             return False
-    except OSError as err:  # a folder above it that this user may not enter
+    except PermissionError:
+        raise SessionError(
+            f"{path.parent}: this user may not enter the folder (permission denied); chmod a+rx it "
+            "(or chown it to the user that runs edgefusion)"
+        ) from None
+    except OSError as err:
         raise _unreadable(path, err) from None
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
