@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,8 @@ class _Converter:
             raise SessionError(
                 f"colour format {fmt.name}: not replayable; record colour as rgb8, bgr8, rgba8, bgra8, yuyv or uyvy"
             )
-        self.unpack, self.to_rgb = unpack
+        self.unpack: Unpack = unpack[0]
+        self.to_rgb: ToRgb = unpack[1]
         self.scale = np.float32(scale)
         self.resample = _Resample((self.h, self.w), out_size or (self.h, self.w))
 
@@ -162,9 +164,12 @@ def _depth_z16(rows: np.ndarray, w: int) -> np.ndarray:
     return rows[:, : 2 * w].view("<u2")
 
 
-def _colour_formats(rs) -> dict:
-    """Colour format → (unpack: (H, stride) bytes, W → (H, W, 3) uint8, then what turns the
-    resampled frame into RGB: None when it already is)."""
+Unpack = Callable[[np.ndarray, int], np.ndarray]  # (H, stride) bytes, W → (H, W, channels) pixels
+ToRgb = Callable[[np.ndarray], np.ndarray] | None  # the resampled frame → RGB (None: it already is)
+
+
+def _colour_formats(rs) -> dict[object, tuple[Unpack, ToRgb]]:
+    """Colour format → how its bytes become pixels, and those pixels, resampled, RGB."""
 
     def channels(order, n):
         return lambda rows, w: rows[:, : n * w].reshape(rows.shape[0], w, n)[..., order], None

@@ -99,7 +99,7 @@ def _pick_files(path: Path) -> tuple[Path | None, Path | None]:
                 f"{path}: holds {len(found)} {kind} ({', '.join(p.name for p in found)}); a folder replays one "
                 "recording and one WAV: give one with --source replay:FILE, or put each pair in its own folder"
             )
-    return (cameras or [None])[0], (wavs or [None])[0]
+    return next(iter(cameras), None), next(iter(wavs), None)
 
 
 def _check_in_order(camera: Path, modality: str, stream: list[tuple[float, np.ndarray]]) -> None:
