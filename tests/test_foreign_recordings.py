@@ -25,9 +25,10 @@ DEPTH_Z16 = 1500  # the depth image: 1.5 m at the SDK's default 1 mm units
 TONE_HZ, TONE_AMPLITUDE, TONE_S = 440.0, 0.5, 2.5
 
 
-def _record(path, width, height, colour=None, depth=True, frames=FRAMES):
+def _record(path, width, height, colour=None, depth=True, frames=FRAMES, stamp=lambda n: 5000.0 + n * FRAME_MS):
     """A recording as realsense-viewer or rs-record writes it: the SDK's recorder on a device whose
-    streams have the camera's resolution and formats (a software device: no camera here)."""
+    streams have the camera's resolution and formats (a software device: no camera here); frame
+    ``n`` is stamped ``stamp(n)`` ms."""
     dev = rs.software_device()
     streams = []  # (sensor, profile, bytes per pixel, pixels)
     if depth:
@@ -48,7 +49,7 @@ def _record(path, width, height, colour=None, depth=True, frames=FRAMES):
         for sensor, profile, bpp, pixels in streams:
             frame = rs.software_video_frame()
             frame.pixels = pixels
-            frame.bpp, frame.stride, frame.timestamp, frame.frame_number = bpp, width * bpp, 5000.0 + n * FRAME_MS, n
+            frame.bpp, frame.stride, frame.timestamp, frame.frame_number = bpp, width * bpp, stamp(n), n
             frame.domain, frame.profile = rs.timestamp_domain.hardware_clock, profile
             sensor.on_video_frame(frame)
         time.sleep(FRAME_MS / 1000)  # the recording's own clock is the time frames were fed
@@ -313,3 +314,17 @@ def test_a_recording_in_a_format_that_cannot_replay_is_one_line(tmp_path):
     with pytest.raises(SessionError, match="colour format y8"):
         load_session(mono)
     refused(cli("demo", "--source", f"replay:{mono}", "--max-speed"), "mono", "colour format y8", "record colour")
+
+
+@pytest.mark.parametrize(
+    "stamp, words",
+    [
+        (lambda n: 5000.0 + n * FRAME_MS + (1e12 if n >= 6 else 0.0), ("timestamp is +1e+12 ms", "cut the file")),
+        (lambda n: 5000.0 + n * FRAME_MS - (1000.0 if n >= 6 else 0.0), ("timestamp is -", "clock is damaged")),
+    ],
+    ids=["jumps-ahead", "goes-back"],
+)
+def test_a_recording_whose_clock_jumps_is_refused_not_replayed_for_ever(tmp_path, stamp, words):
+    """A real-time replay lasts as long as the frames' times span: a jump would make it endless."""
+    jumped = _record(tmp_path / f"jumped{recording_suffix()}", 64, 48, colour="rgb8", depth=False, stamp=stamp)
+    refused(cli("demo", "--source", f"replay:{jumped}", timeout=60), "jumped", "rgb frame 6", *words)
