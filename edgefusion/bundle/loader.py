@@ -171,7 +171,6 @@ def parse_manifest(text: bytes, where: str) -> dict:
     return doc
 
 
-
 def verify_contents(doc: dict, data: dict[str, bytes], where: str) -> tuple[dict, dict[str, bytes]]:
     """(absent arrays by file, graph bytes by file) of a validated manifest whose files' bytes are
     ``data``: every absent.npz and every graph checked against the manifest and run once.
@@ -435,4 +434,3 @@ def _same_shape(graph_shape: list, shape: tuple[int, ...]) -> bool:
         return False
     batch, *rest = graph_shape
     return (batch is None or isinstance(batch, str) or batch == 1) and tuple(rest) == shape
-

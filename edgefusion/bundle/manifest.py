@@ -222,8 +222,7 @@ def _size(d: Any) -> bool:
 
 def _score_tables(value: Any) -> bool:
     return isinstance(value, dict) and all(
-        isinstance(table, dict)
-        and all(type(v) in (int, float) and math.isfinite(v) for v in table.values())
+        isinstance(table, dict) and all(type(v) in (int, float) and math.isfinite(v) for v in table.values())
         for table in value.values()
     )
 

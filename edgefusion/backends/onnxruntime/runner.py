@@ -39,7 +39,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._bind_all(manifest)
         except Exception as err:
-            raise BackendError(f"bundle {self.bundle.root} ({self.precision}): cannot bind the graphs: {first_line(err)}") from err
+            raise BackendError(
+                f"bundle {self.bundle.root} ({self.precision}): cannot bind the graphs: {first_line(err)}"
+            ) from err
 
     def _open(self, graph: str):
         try:

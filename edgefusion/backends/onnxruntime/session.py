@@ -38,7 +38,9 @@ def open_session(
     ort = import_onnxruntime()
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    # Fatal only: every error onnxruntime logs (a graph refused, a run that fails) also comes back as
+    # an exception, which the caller turns into its one line; logged too, it would be a second one.
+    opts.log_severity_level = 4
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = (
@@ -53,7 +55,9 @@ def open_session(
     except Exception as err:  # ORT raises its own exception types for a refused graph
         reason = first_line(err)
         if "external data" in reason.lower():
-            reason = "it keeps weights in external data files, which are not allowed: save the graph with its weights inside"
+            reason = (
+                "it keeps weights in external data files, which are not allowed: save the graph with its weights inside"
+            )
         raise BackendError(f"onnxruntime could not load {what}: {reason}") from err
 
 
