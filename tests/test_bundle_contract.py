@@ -98,7 +98,7 @@ def _rehash(root: Path) -> None:
         doc = json.loads(text)
     except (OSError, ValueError, RecursionError):
         return
-    if text not in (json.dumps(doc), json.dumps(doc, indent=1)) or not isinstance(doc, dict):
+    if text not in (json.dumps(doc), json.dumps(doc, indent=1)) or not isinstance(_at(doc, "files"), dict):
         return
 
     def update(doc):
@@ -108,6 +108,10 @@ def _rehash(root: Path) -> None:
                 entry.update(sha256=hashlib.sha256(f.read_bytes()).hexdigest(), bytes=f.stat().st_size)
 
     _edit(root, update)
+
+
+def _at(doc, key: str):
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _list(root: Path, rel: str) -> None:
@@ -287,28 +291,36 @@ def test_a_damaged_bundle_is_refused_in_one_line(copy: Path, damage, words):
     assert snapshot(copy) == before  # nothing written into the bundle
 
 
-def _unprivileged(*args: str) -> subprocess.CompletedProcess:
-    """``edgefusion ARGS`` as a user who cannot read other users' files: as root, without the
+def unprivileged() -> list[str]:
+    """A command prefix for a user who cannot read other users' files: as root, root without the
     capabilities that bypass file permissions (root reads everything otherwise)."""
-    prefix = []
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: cannot drop the file-permission override")
-        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "edgefusion.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-    )
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: cannot drop the file-permission override")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
-@pytest.mark.parametrize("rel", ["manifest.json", "fp32/head.onnx", "fp16/absent.npz", "int8"])
+def make_unreadable(path: Path) -> None:
+    """Mode 0600 (a folder 0700) and owned by someone else: a bundle copied as root, to the service user."""
+    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    os.chown(path, 65534, 65534)
+
+
+UNREADABLE = ["manifest.json", "fp32/head.onnx", "fp16/absent.npz", "int8"]
+
+
+@pytest.mark.parametrize("rel", UNREADABLE)
 def test_an_unreadable_file_names_itself_and_the_fix(copy: Path, rel: str):
-    """A bundle copied as root with mode 0600 (or a folder 0700): one line naming the file and the fix."""
-    os.chmod(copy / rel, 0o700 if (copy / rel).is_dir() else 0o600)
-    os.chown(copy / rel, 65534, 65534)  # owned by someone else, as a root copy is to the service user
+    """One line naming the file or folder that cannot be read, and the fix (chmod or chown)."""
+    make_unreadable(copy / rel)
     for command in (("info",), ("demo", "--seconds", "1")):
-        line = refused(_unprivileged(*command, "--bundle", str(copy)), str(copy), rel, "permission denied")
+        r = subprocess.run(
+            [*unprivileged(), sys.executable, "-m", "edgefusion.cli", *command, "--bundle", str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+        )
+        line = refused(r, str(copy), rel, "permission denied")
         assert "chmod" in line and "chown" in line, line
