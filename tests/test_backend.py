@@ -1,9 +1,11 @@
 """The ONNX Runtime backend: bound once, per-modality caching, absent projections, no allocation."""
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import pytest
-from cli_check import cli, env_without
+from cli_check import cli, env_without, refused
 
 from edgefusion.backends import BackendError, make_backend
 from edgefusion.bench import allocation_growth
@@ -150,3 +152,28 @@ def test_the_telemetry_check_sees_onnxruntime_write_when_asked_to(tmp_path):
     r = cli("info", env={**_home_env(home), "ORT_DISABLE_TELEMETRY": "0"})
     assert r.returncode == 0, r.stderr
     assert (home / ".cache").is_dir()
+
+
+def test_activation_ends_with_a_warm_tick_that_refuses_a_chain_that_does_not_run(tmp_path):
+    pytest.importorskip("onnx")
+    from test_bundle_contract import nan_on_real_projections
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    nan_on_real_projections(copy)
+    bundle = load_bundle(copy)  # each graph alone runs
+    backend = make_backend("onnxruntime", bundle, "fp32")
+    with pytest.raises(BackendError, match=r"warm-up tick gave non-finite logits") as err:
+        backend.activate()
+    assert "\n" not in str(err.value) and str(copy) in str(err.value)
+    with pytest.raises(RuntimeError, match="inactive"):
+        backend.submit([True] * 3, [True] * 3)
+    refused(cli("demo", "--seconds", "1", "--bundle", str(copy)), str(copy), "warm-up tick")
+
+
+def test_the_warm_tick_leaves_the_absent_projections_and_no_count(bundle):
+    with make_backend("onnxruntime", bundle, "fp32") as backend:
+        assert backend.stats.head_runs == 0 and set(backend.stats.encoder_runs.values()) == {0}
+        for m in MODALITIES:
+            np.testing.assert_array_equal(backend.projection(m)[0], bundle.absent("fp32")[m])
+            assert not backend.input_buffer(m).any()

@@ -40,10 +40,12 @@ def _graph(
     input_type: int = TensorProto.FLOAT,
     gather_out_of_range: bool = False,
     external: str | None = None,
+    unary: tuple[str, ...] = (),
 ) -> None:
     """A graph with these (name, shape) inputs and outputs: each output is ``value`` everywhere
-    (plus 0 × the mean of the first input, so the input is read). ``gather_out_of_range`` makes it
-    fail when run; ``external`` stores its one weight in that external data file beside it."""
+    (plus 0 × the mean of the first input, so the input is read; ``unary`` ops applied to that
+    mean first). ``gather_out_of_range`` makes it fail when run; ``external`` stores its one
+    weight in that external data file beside it."""
     first = inputs[0][0]
     nodes = [helper.make_node("Cast", [first], ["x"], to=TensorProto.FLOAT)]
     if gather_out_of_range:
@@ -51,7 +53,9 @@ def _graph(
         nodes.append(helper.make_node("ReduceMean", ["xg"], ["m"], keepdims=0))
     else:
         nodes.append(helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0))
-    nodes.append(helper.make_node("Mul", ["m", "zero"], ["z"]))
+    for i, op in enumerate(unary):
+        nodes.append(helper.make_node(op, [f"m{i}" if i else "m"], [f"m{i + 1}"]))
+    nodes.append(helper.make_node("Mul", [f"m{len(unary)}" if unary else "m", "zero"], ["z"]))
     inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     inits.append(numpy_helper.from_array(np.array([10**6], np.int64), "far"))
     for name, shape in outputs:
@@ -188,6 +192,13 @@ def _external_listed(root: Path) -> None:
 def _many_files(root: Path) -> None:
     for i in range(70):
         (root / f"extra{i}.txt").write_text("x")
+
+
+def nan_on_real_projections(root) -> None:
+    """A head that is finite on zero projections (the loader's run of each graph alone) but NaN on
+    what the encoders give (sqrt of -|mean p_rgb|): only a tick through the whole chain sees it."""
+    _head(root, [("logits", ["batch", 7]), ("probs", ["batch", 7])], unary=("Abs", "Neg", "Sqrt"))
+    _rehash(root)
 
 
 # (id, damage applied to a copy of the demo bundle, words the one-line refusal must hold)

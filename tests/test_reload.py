@@ -1,8 +1,9 @@
 """SIGHUP on a running `edgefusion run`: a broken bundle never stops the service.
 
 The bundle folder is replaced by each kind of damaged bundle of test_bundle_contract (plus an
-unreadable file, and a bundle with other labels), then SIGHUP: the process keeps producing result
-lines, and one line says why the reload was refused. A good new bundle is then swapped in.
+unreadable file; a bundle whose graphs each run but whose chain gives NaN, which only the new
+backend's warm-up tick sees; and one with other labels), then SIGHUP: the process keeps producing
+result lines, and one line says why the reload was refused. A good new bundle is then swapped in.
 The process runs as a user who cannot read other users' files, as the service does.
 """
 
@@ -17,7 +18,16 @@ import sys
 import threading
 from pathlib import Path
 
-from test_bundle_contract import CASES, DEMO, UNREADABLE, _edit, _rehash, make_unreadable, unprivileged
+from test_bundle_contract import (
+    CASES,
+    DEMO,
+    UNREADABLE,
+    _edit,
+    _rehash,
+    make_unreadable,
+    nan_on_real_projections,
+    unprivileged,
+)
 from waiting import wait_for
 
 RENAMED = ["go", "halt", "come", "give", "look", "leave", "pause"]
@@ -27,6 +37,7 @@ KINDS = [
         (f"unreadable-{rel}", lambda r, rel=rel: make_unreadable(r / rel), [rel, "permission denied"])
         for rel in UNREADABLE
     ),
+    ("warm-tick-fails", nan_on_real_projections, ["warm-up tick"]),
     ("other-labels", lambda r: _edit(r, lambda doc: doc.update(labels=RENAMED)), ["labels differ", "restart"]),
 ]
 
