@@ -312,19 +312,20 @@ def unprivileged() -> list[str]:
     return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
-def make_unreadable(path: Path) -> None:
-    """Mode 0600 (a folder 0700) and owned by someone else: a bundle copied as root, to the service user."""
-    os.chmod(path, 0o700 if path.is_dir() else 0o600)
-    os.chown(path, 65534, 65534)
+# What a copy as root leaves the service user: files 0600 and folders 0700 owned by someone else,
+# or a folder that can be listed but not entered (0644).
+UNREADABLE = {"manifest.json": 0o600, "fp32/head.onnx": 0o600, "fp16/absent.npz": 0o600, "int8": 0o700, "fp16": 0o644}
 
 
-UNREADABLE = ["manifest.json", "fp32/head.onnx", "fp16/absent.npz", "int8"]
+def make_unreadable(root: Path, rel: str) -> None:
+    os.chmod(root / rel, UNREADABLE[rel])
+    os.chown(root / rel, 65534, 65534)
 
 
 @pytest.mark.parametrize("rel", UNREADABLE)
 def test_an_unreadable_file_names_itself_and_the_fix(copy: Path, rel: str):
     """One line naming the file or folder that cannot be read, and the fix (chmod or chown)."""
-    make_unreadable(copy / rel)
+    make_unreadable(copy, rel)
     for command in (("info",), ("demo", "--seconds", "1")):
         r = subprocess.run(
             [*unprivileged(), sys.executable, "-m", "edgefusion.cli", *command, "--bundle", str(copy)],

@@ -34,7 +34,7 @@ RENAMED = ["go", "halt", "come", "give", "look", "leave", "pause"]
 KINDS = [
     *CASES,
     *(
-        (f"unreadable-{rel}", lambda r, rel=rel: make_unreadable(r / rel), [rel, "permission denied"])
+        (f"unreadable-{rel}", lambda r, rel=rel: make_unreadable(r, rel), [rel, "permission denied"])
         for rel in UNREADABLE
     ),
     ("warm-tick-fails", nan_on_real_projections, ["warm-up tick"]),

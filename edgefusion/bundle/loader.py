@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefusion.bundle.manifest import GRAPHS, MANIFEST, MAX_ELEMENTS, MAX_FILES, validate_manifest
-from edgefusion.errors import BundleError, EdgefusionError
+from edgefusion.bundle.graphs import check_graph, graph_io
+from edgefusion.bundle.manifest import GRAPHS, MANIFEST, MAX_ELEMENTS, MAX_FILES, REEXPORT, validate_manifest
+from edgefusion.errors import BundleError
 from edgefusion.modalities import MODALITIES
 
 _CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
-_REEXPORT = "export the bundle again with edgefusion-export"
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ def default_bundle_path() -> Path:
 def load_bundle(path: str | Path) -> Bundle:
     """Read and verify the bundle folder at ``path``; BundleError (one line) if it must not be used."""
     root = Path(path)
-    if not root.is_dir():
+    if not _exists(root, root, ".", follow=True) or not root.is_dir():
         raise BundleError(
             f"{root}: not a bundle folder (missing or not a directory); pass the folder holding {MANIFEST}"
         )
     where = str(root)
-    if not os.path.lexists(root / MANIFEST):
+    if not _exists(root, root / MANIFEST, MANIFEST):
         raise BundleError(
             f"{root}: {MANIFEST} is missing: not a bundle, or a partial copy; copy the whole folder again"
         )
@@ -147,11 +147,11 @@ def parse_manifest(text: bytes, where: str) -> dict:
         doc = dict(pairs)
         if len(doc) != len(pairs):
             twice = sorted({k for k, _ in pairs if [p[0] for p in pairs].count(k) > 1})
-            raise BundleError(f"{where}: {MANIFEST} has the key {twice[0]!r} twice in one object; {_REEXPORT}")
+            raise BundleError(f"{where}: {MANIFEST} has the key {twice[0]!r} twice in one object; {REEXPORT}")
         return doc
 
     def not_a_number(name: str):
-        raise BundleError(f"{where}: {MANIFEST} holds {name}, which is not JSON; {_REEXPORT}")
+        raise BundleError(f"{where}: {MANIFEST} holds {name}, which is not JSON; {REEXPORT}")
 
     try:
         doc = json.loads(text, object_pairs_hook=unique_keys, parse_constant=not_a_number)
@@ -163,11 +163,11 @@ def parse_manifest(text: bytes, where: str) -> dict:
     except UnicodeDecodeError:
         raise BundleError(f"{where}: {MANIFEST} is not UTF-8 text; copy the bundle again or export it again") from None
     except RecursionError:
-        raise BundleError(f"{where}: {MANIFEST} nests deeper than {MAX_JSON_DEPTH} levels; {_REEXPORT}") from None
+        raise BundleError(f"{where}: {MANIFEST} nests deeper than {MAX_JSON_DEPTH} levels; {REEXPORT}") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise BundleError(f"{where}: {MANIFEST} cannot be read as JSON ({e}); {_REEXPORT}") from None
+        raise BundleError(f"{where}: {MANIFEST} cannot be read as JSON ({e}); {REEXPORT}") from None
     if _depth(doc) > MAX_JSON_DEPTH:
-        raise BundleError(f"{where}: {MANIFEST} nests deeper than {MAX_JSON_DEPTH} levels; {_REEXPORT}")
+        raise BundleError(f"{where}: {MANIFEST} nests deeper than {MAX_JSON_DEPTH} levels; {REEXPORT}")
     return doc
 
 
@@ -183,7 +183,7 @@ def verify_contents(doc: dict, data: dict[str, bytes], where: str) -> tuple[dict
     for precision, variant in doc["variants"].items():
         for graph, rel in variant["graphs"].items():
             if (rel, graph) not in checked:
-                _check_graph(data[rel], rel, f"{precision} {graph}", _graph_io(doc, graph), where)
+                check_graph(data[rel], rel, f"{precision} {graph}", graph_io(doc, graph), where)
                 checked.add((rel, graph))
     return absent, graphs
 
@@ -265,17 +265,33 @@ def _regular_files(root: Path) -> dict[str, int]:
                     f"{root}: holds more than {MAX_FILES} files and folders: not a bundle folder; "
                     f"pass the folder holding {MANIFEST}"
                 )
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISDIR(mode):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:  # a folder listed but not searchable (mode r without x)
+                raise _unreadable(root, rel, err) from None
+            if stat.S_ISDIR(st.st_mode):
                 folders.append(rel)
-            elif stat.S_ISREG(mode):
-                found[rel] = entry.stat(follow_symlinks=False).st_size
+            elif stat.S_ISREG(st.st_mode):
+                found[rel] = st.st_size
             else:
+                fix = "replace it by the file itself" if stat.S_ISLNK(st.st_mode) else "remove it"
                 raise BundleError(
-                    f"{root}: {rel} is {_kind(mode)}, not a regular file: a bundle holds only plain files and folders; "
-                    "copy the bundle again without links (cp -r, not cp -rL of a linked folder)"
+                    f"{root}: {rel} is {_kind(st.st_mode)}: a bundle holds only plain files and folders, "
+                    f"so that nothing outside it is read; {fix}, or copy the bundle again from its export"
                 )
     return found
+
+
+def _exists(root: Path, path: Path, rel: str, follow: bool = False) -> bool:
+    """Whether ``path`` exists (a link counts, unless ``follow``); a folder on the way that cannot
+    be searched is said as such, not taken for a missing file."""
+    try:
+        os.stat(path, follow_symlinks=follow)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise _unreadable(root, rel, err) from None
+    return True
 
 
 def _kind(mode: int) -> str:
@@ -352,85 +368,3 @@ def _depth(doc) -> int:
                 break
             stack.extend((child, depth + 1) for child in children)
     return deepest
-
-
-# -- the graphs ---------------------------------------------------------------------------------------
-
-# (name, shape after the batch axis) of each input and output a graph must have, in the manifest's order.
-_TensorIO = tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, tuple[int, ...]], ...]]
-
-
-def _graph_io(doc: dict, graph: str) -> _TensorIO:
-    """What ``graph`` must take and give, from the manifest: the contract every backend binds."""
-    modalities = doc["modalities"]
-
-    def spec(m: str, side: str) -> tuple[str, tuple[int, ...]]:
-        return modalities[m][side]["name"], tuple(modalities[m][side]["shape"][1:])
-
-    width = (len(doc["labels"]),)
-    if graph in MODALITIES:
-        return (spec(graph, "input"),), (spec(graph, "output"),)
-    if graph == "head":
-        head = doc["head"]
-        inputs = tuple((name, spec(m, "output")[1]) for name, m in zip(head["inputs"], MODALITIES))
-        return inputs, tuple((name, width) for name in head["outputs"])
-    mono = doc["monolithic"]
-    *names, present = mono["inputs"]
-    inputs = tuple((name, spec(m, "input")[1]) for name, m in zip(names, MODALITIES))
-    return (*inputs, (present, (len(MODALITIES),))), tuple((name, width) for name in mono["outputs"])
-
-
-def _check_graph(data: bytes, rel: str, role: str, want: _TensorIO, where: str) -> None:
-    """The graph in ``data`` has exactly the inputs and outputs ``want`` (float32, batch axis first)
-    and, run once on zeros, gives finite outputs of those shapes."""
-    from edgefusion.backends.base import first_line
-    from edgefusion.backends.onnxruntime.session import open_session
-
-    try:
-        session = open_session(data, providers=["CPUExecutionProvider"], optimize=False)
-    except EdgefusionError as err:
-        raise BundleError(f"{where}: {rel} ({role} graph) cannot be loaded: {first_line(err)}; {_REEXPORT}") from None
-    for side, declared, want_side in (
-        ("inputs", session.get_inputs(), want[0]),
-        ("outputs", session.get_outputs(), want[1]),
-    ):
-        got = {arg.name: arg for arg in declared}
-        if set(got) != {name for name, _ in want_side}:
-            raise BundleError(
-                f"{where}: {rel} ({role} graph) has {side} {sorted(got)}, but {MANIFEST} says "
-                f"{sorted(name for name, _ in want_side)}; {_REEXPORT}"
-            )
-        for name, shape in want_side:
-            arg = got[name]
-            if arg.type != "tensor(float)" or not _same_shape(arg.shape, shape):
-                raise BundleError(
-                    f"{where}: {rel} ({role} graph) {side[:-1]} {name!r} is {arg.type} of shape {arg.shape}, but "
-                    f"{MANIFEST} says float32 of shape [batch, {', '.join(map(str, shape))}]; {_REEXPORT}"
-                )
-    # Zeros: a neutral input every encoder must map to finite values. The monolithic graph's
-    # presence mask (its input beyond the modalities) reads zeros as "all absent": also a valid tick.
-    feed = {name: np.zeros((1, *shape), np.float32) for name, shape in want[0]}
-    try:
-        outputs = session.run([name for name, _ in want[1]], feed)
-    except Exception as err:  # onnxruntime raises its own exception types for a graph that fails to run
-        raise BundleError(f"{where}: {rel} ({role} graph) fails to run: {first_line(err)}; {_REEXPORT}") from None
-    for (name, shape), out in zip(want[1], outputs):
-        if not isinstance(out, np.ndarray) or out.shape != (1, *shape) or out.dtype != np.float32:
-            got = getattr(out, "shape", type(out).__name__)
-            raise BundleError(
-                f"{where}: {rel} ({role} graph) output {name!r} comes out as {got}, not (1, "
-                f"{', '.join(map(str, shape))}); {_REEXPORT}"
-            )
-        if not np.isfinite(out).all():
-            raise BundleError(
-                f"{where}: {rel} ({role} graph) output {name!r} is NaN or infinite on zero inputs: "
-                f"its weights are damaged; {_REEXPORT}"
-            )
-
-
-def _same_shape(graph_shape: list, shape: tuple[int, ...]) -> bool:
-    """A graph's declared shape is [batch, *shape]: its batch axis a name, unknown, or 1; the rest exact."""
-    if len(graph_shape) != len(shape) + 1:
-        return False
-    batch, *rest = graph_shape
-    return (batch is None or isinstance(batch, str) or batch == 1) and tuple(rest) == shape

@@ -38,7 +38,7 @@ MAX_FILES = 64  # files listed, and entries (files and folders) in the bundle fo
 MAX_FILE_BYTES = (1 << 31) - 1  # protobuf's limit for one ONNX graph
 MAX_VARIANTS = 8
 
-_REEXPORT = "export the bundle again with edgefusion-export"
+REEXPORT = "export the bundle again with edgefusion-export"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PRECISION = re.compile(r"[a-z0-9_]{1,16}")
 
@@ -71,7 +71,7 @@ def validate_manifest(doc: dict, where: str) -> None:
     )
     if len(set(labels)) != len(labels):
         twice = sorted({label for label in labels if labels.count(label) > 1})
-        raise BundleError(f"{where}: {MANIFEST} labels names {', '.join(map(repr, twice))} more than once; {_REEXPORT}")
+        raise BundleError(f"{where}: {MANIFEST} labels names {', '.join(map(repr, twice))} more than once; {REEXPORT}")
     modalities = doc.get("modalities")
     _need(
         where,
@@ -86,7 +86,7 @@ def validate_manifest(doc: dict, where: str) -> None:
         if shape != SENSOR_SHAPES[m]:
             raise BundleError(
                 f"{where}: {MANIFEST} modalities.{m}.input.shape is {shape} after the batch axis, but this runtime's "
-                f"{m} sensor delivers {SENSOR_SHAPES[m]}; {_REEXPORT}"
+                f"{m} sensor delivers {SENSOR_SHAPES[m]}; {REEXPORT}"
             )
     for key, n_inputs in (("head", len(MODALITIES)), ("monolithic", len(MODALITIES) + 1)):
         _need(
@@ -115,7 +115,7 @@ def validate_manifest(doc: dict, where: str) -> None:
         if rel == MANIFEST or not _inside(rel):
             raise BundleError(
                 f"{where}: {MANIFEST} files lists {rel!r}, which is not a file inside the bundle "
-                f"beside {MANIFEST}; {_REEXPORT}"
+                f"beside {MANIFEST}; {REEXPORT}"
             )
         _need(
             where,
@@ -147,18 +147,18 @@ def validate_manifest(doc: dict, where: str) -> None:
             if not _inside(rel):
                 raise BundleError(
                     f"{where}: {MANIFEST} {key} is {rel!r}, which points outside the bundle folder "
-                    f"(absolute or '..'); {_REEXPORT}"
+                    f"(absolute or '..'); {REEXPORT}"
                 )
             if rel not in files:
                 raise BundleError(
                     f"{where}: {MANIFEST} {key} names {rel!r}, which is not listed in files "
-                    f"and so cannot be verified; {_REEXPORT}"
+                    f"and so cannot be verified; {REEXPORT}"
                 )
 
 
 def _need(where: str, key: str, ok: Any, what: str) -> None:
     if not ok:
-        raise BundleError(f"{where}: {MANIFEST} {key} is missing or is not {what}; {_REEXPORT}")
+        raise BundleError(f"{where}: {MANIFEST} {key} is missing or is not {what}; {REEXPORT}")
 
 
 def _present(variants: dict, precision: str, graph: str) -> tuple[str, ...]:
