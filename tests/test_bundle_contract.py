@@ -336,3 +336,11 @@ def test_an_unreadable_file_names_itself_and_the_fix(copy: Path, rel: str):
         )
         line = refused(r, str(copy), rel, "permission denied")
         assert "chmod" in line and "chown" in line, line
+
+
+def test_external_data_is_refused_even_beside_the_current_directory(copy: Path):
+    """A graph opened from bytes would find its external data relative to the current directory:
+    run from the folder that holds the (listed, hashed) weights file, it is still refused."""
+    _external_listed(copy)
+    _rehash(copy)
+    refused(cli("info", "--bundle", str(copy), cwd=copy / "fp32"), "fp32/rgb.onnx", "external data")

@@ -71,9 +71,9 @@ def check_graph(data: bytes, rel: str, role: str, want: TensorIO, where: str) ->
         raise BundleError(f"{where}: {rel} ({role} graph) fails to run: {first_line(err)}; {REEXPORT}") from None
     for (name, shape), out in zip(want[1], outputs):
         if not isinstance(out, np.ndarray) or out.shape != (1, *shape) or out.dtype != np.float32:
-            got = getattr(out, "shape", type(out).__name__)
+            came = f"{out.dtype} of shape {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
             raise BundleError(
-                f"{where}: {rel} ({role} graph) output {name!r} comes out as {got}, not (1, "
+                f"{where}: {rel} ({role} graph) output {name!r} comes out as {came}, not float32 of shape (1, "
                 f"{', '.join(map(str, shape))}); {REEXPORT}"
             )
         if not np.isfinite(out).all():

@@ -43,7 +43,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PRECISION = re.compile(r"[a-z0-9_]{1,16}")
 
 
-def validate_manifest(doc: dict, where: str) -> None:
+def validate_manifest(doc: Any, where: str) -> None:
     """Raise BundleError unless ``doc`` is a complete manifest of this format version.
 
     ``where`` is the bundle folder, named in every message. Only the structure the runtime relies
@@ -185,7 +185,8 @@ def _io_names(spec: Any, n_inputs: int, n_outputs: int) -> bool:
     """A graph's declared inputs and outputs: that many names, all distinct."""
     if not isinstance(spec, dict):
         return False
-    inputs, outputs = spec.get("inputs"), spec.get("outputs")
+    inputs: Any = spec.get("inputs")
+    outputs: Any = spec.get("outputs")
     return (
         _names(inputs)
         and _names(outputs)
