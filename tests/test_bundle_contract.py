@@ -24,7 +24,7 @@ from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.errors import BundleError
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, external_data_helper, helper, numpy_helper  # noqa: E402
 
 DEMO = default_bundle_path()
 MANIFEST = json.loads((DEMO / "manifest.json").read_text())
@@ -72,10 +72,10 @@ def _graph(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    if external:
-        onnx.save_model(model, path, save_as_external_data=True, location=external, size_threshold=0)
-    else:
-        onnx.save_model(model, path)
+    if external:  # the weight no shape depends on: onnxruntime would load it where it finds the file
+        external_data_helper.set_external_data(model.graph.initializer[0], external)
+        model.graph.initializer[0].data_location = TensorProto.EXTERNAL
+    onnx.save_model(model, path)
 
 
 def _encoder(root: Path, rel: str = "fp32/rgb.onnx", inputs=None, outputs=None, **kw) -> None:
