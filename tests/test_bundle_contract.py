@@ -241,6 +241,10 @@ CASES = [
         lambda r: _edit(r, lambda d: d["variants"].update({"fp 8": d["variants"]["int8"]})),
         ["variants"],
     ),
+    ("graph-unknown", _set("variants.fp16.graphs.extra", 5), ["variants.fp16.graphs", "'extra'"]),
+    ("graphs-a-list", _set("variants.fp16.graphs", [["fp16/rgb.onnx"]]), ["variants.fp16.graphs"]),
+    ("absent-is-a-graph", _set("variants.fp16.absent", "fp16/rgb.onnx"), ["fp16/rgb.onnx", ".npz"]),
+    ("graph-is-absent-npz", _set("variants.fp16.graphs.rgb", "fp16/absent.npz"), ["fp16/absent.npz", "fp16 rgb"]),
     ("accuracy-strings", _set("accuracy.by_precision", {"fp32": {"all": "high"}}), ["accuracy.by_precision"]),
     (
         "file-bytes-huge",

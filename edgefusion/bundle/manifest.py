@@ -139,6 +139,13 @@ def validate_manifest(doc: Any, where: str) -> None:
         f'an object of at most {MAX_VARIANTS} precisions (like "fp16") that includes "fp32"',
     )
     for precision in variants:
+        graphs = _at(variants, precision, "graphs")
+        unknown = sorted(set(graphs) - set(GRAPHS)) if isinstance(graphs, dict) else []
+        if unknown:
+            raise BundleError(
+                f"{where}: {MANIFEST} variants.{precision}.graphs has {unknown[0]!r}, which is not a graph of "
+                f"this runtime ({', '.join(GRAPHS)}); {REEXPORT}"
+            )
         needed = GRAPHS if precision == "fp32" else (*SPLIT_GRAPHS, *_present(variants, precision, "monolithic"))
         paths = {f"variants.{precision}.graphs.{g}": _at(variants, precision, "graphs", g) for g in needed}
         paths[f"variants.{precision}.absent"] = _at(variants, precision, "absent")
