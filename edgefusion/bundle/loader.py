@@ -26,13 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.bundle.graphs import check_graph, graph_io
-from edgefusion.bundle.manifest import GRAPHS, MANIFEST, MAX_ELEMENTS, MAX_FILES, REEXPORT, validate_manifest
+from edgefusion.bundle.manifest import (
+    GRAPHS,
+    MANIFEST,
+    MAX_ELEMENTS,
+    MAX_FILES,
+    MAX_JSON_DEPTH,
+    MAX_MANIFEST_BYTES,
+    REEXPORT,
+    validate_manifest,
+)
 from edgefusion.errors import BundleError
 from edgefusion.modalities import MODALITIES
 
 _CHUNK = 1 << 20
-MAX_MANIFEST_BYTES = 1 << 20
-MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ MAX_NAME_CHARS = 100  # labels, tensor and axis names
 MAX_FILES = 64  # files listed, and entries (files and folders) in the bundle folder
 MAX_FILE_BYTES = (1 << 31) - 1  # protobuf's limit for one ONNX graph
 MAX_VARIANTS = 8
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32  # json.loads itself gives up near 1000 levels, with a RecursionError
 
 REEXPORT = "export the bundle again with edgefusion-export"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
