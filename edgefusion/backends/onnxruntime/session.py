@@ -1,5 +1,5 @@
 """One way to open an ONNX Runtime session, for the bundle's checks, the backend, the bench and the
-exporter's checks; and the one place onnxruntime is imported on the device side."""
+exporter's checks; and one way to import onnxruntime (``import_onnxruntime``), quiet and out of HOME."""
 
 from __future__ import annotations
 
