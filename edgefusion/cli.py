@@ -43,29 +43,32 @@ def _stop_on_signals(reload=None) -> tuple[threading.Event, dict]:
 
 def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
     """SIGHUP: load, verify and activate the bundle again on a thread of its own (the ticks go
-    on), then hand it to the loop, which swaps it in between two ticks. A bundle that fails its
-    checks is refused in one line and the running model stays."""
+    on), then hand it to the loop, which swaps it in between two ticks. Activation ends with a
+    warm tick on the new backend, so what is handed over runs. Whatever fails (a bundle refused,
+    a file vanishing mid-check, onnxruntime refusing a graph, even a bug) is one log line, and
+    the running model stays."""
     from edgefusion.backends import make_backend
+    from edgefusion.backends.base import first_line
 
     busy = threading.Lock()  # one reload at a time: a second SIGHUP meanwhile is ignored
 
     def load() -> None:
         with busy:
-            _load()
+            try:
+                _load()
+            except Exception as err:  # whatever it is, the old model runs on and the service stays up
+                why = str(err) if isinstance(err, EdgefusionError) else f"{type(err).__name__}: {first_line(err)}"
+                log.error(f"reload refused: {' '.join(why.split())}; the loaded model keeps running")
 
     def _load() -> None:
         if runtime.next_backend is not None:  # the last reload has not been swapped in yet
             log.warning("reload ignored: the previous one is not in use yet; send SIGHUP again in a moment")
             return
-        try:
-            bundle = _load_bundle(bundle_path)
-            if bundle.labels != runtime.labels:
-                raise EdgefusionError(f"its labels differ ({', '.join(bundle.labels)}); restart to change them")
-            backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
-            backend.activate()
-        except Exception as err:  # a file vanishing mid-check, an ORT refusal: the old model runs on
-            log.error(f"reload refused: {err}; the loaded model keeps running")
-            return
+        bundle = _load_bundle(bundle_path)
+        if bundle.labels != runtime.labels:
+            raise EdgefusionError(f"its labels differ ({', '.join(bundle.labels)}); restart to change them")
+        backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
+        backend.activate()
         runtime.next_backend = backend
         log.notice(f"reloaded {bundle.root}")
 

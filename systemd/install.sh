@@ -93,8 +93,13 @@ elif [ -n "$BUNDLE" ] && ! grep -q '^bundle = "/etc/edgefusion/bundle"' "$CONF/e
     echo "install.sh: note: $CONF/edgefusion.toml does not run /etc/edgefusion/bundle; set [runtime] bundle to use it" >&2
 fi
 if [ -n "$BUNDLE" ]; then
+    # A bundle is plain files, every one listed and hashed; `info` refuses links, FIFOs and unlisted
+    # files, so nothing outside the folder is copied (as root) into /etc/edgefusion. The copy follows
+    # no link either (-P; "DIR/." enters a linked top folder itself), and is verified again.
+    run "$PREFIX/venv/bin/edgefusion" info --bundle "$BUNDLE"
     run rm -rf "$CONF/bundle.new"
-    run cp -rL "$BUNDLE" "$CONF/bundle.new"
+    run install -d -m 0750 "$CONF/bundle.new"
+    run cp -RP "$BUNDLE/." "$CONF/bundle.new"
     run chmod -R u=rwX,g=rX,o= "$CONF/bundle.new"
     run "$PREFIX/venv/bin/edgefusion" info --bundle "$CONF/bundle.new"  # verified before it replaces the old one
     run rm -rf "$CONF/bundle"

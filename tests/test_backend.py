@@ -1,8 +1,11 @@
 """The ONNX Runtime backend: bound once, per-modality caching, absent projections, no allocation."""
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import pytest
+from cli_check import cli, env_without, refused
 
 from edgefusion.backends import BackendError, make_backend
 from edgefusion.bench import allocation_growth
@@ -118,3 +121,59 @@ def test_every_variant_runs_and_agrees_with_fp32_on_the_answer(bundle, small_bat
                 got.append(int(np.argmax(b.wait()[1])))
             answers[prec] = got
     assert answers[precision] == answers["fp32"]
+
+
+def _home_env(home) -> dict:
+    return {**env_without("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY"), "HOME": str(home)}
+
+
+@pytest.mark.parametrize("command", [["info"], ["run", "--seconds", "1"]])
+def test_onnxruntime_keeps_out_of_home_and_quiet(tmp_path, command):
+    """onnxruntime's telemetry writes a device ID under ~/.cache at import and, where the home
+    folder is not writable (a service user's), prints a coloured warning on every start: off."""
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text("[output]\nstdout = false\n")
+    args = [*command, "--config", str(cfg)] if command[0] == "run" else command
+    home = tmp_path / "home"
+    home.mkdir()
+    r = cli(*args, env=_home_env(home))
+    assert r.returncode == 0, r.stderr
+    assert list(home.iterdir()) == [], "nothing written into the home folder"
+    unwritable = tmp_path / "not-a-folder"  # a home below which nothing can be created, even by root
+    unwritable.write_text("")
+    r = cli(*args, env=_home_env(unwritable))
+    assert r.returncode == 0 and "telemetry" not in r.stderr.lower(), r.stderr
+
+
+def test_the_telemetry_check_sees_onnxruntime_write_when_asked_to(tmp_path):
+    """The control: a user's own ORT_DISABLE_TELEMETRY=0 is kept, and then the home folder is written."""
+    home = tmp_path / "home"
+    home.mkdir()
+    r = cli("info", env={**_home_env(home), "ORT_DISABLE_TELEMETRY": "0"})
+    assert r.returncode == 0, r.stderr
+    assert (home / ".cache").is_dir()
+
+
+def test_activation_ends_with_a_warm_tick_that_refuses_a_chain_that_does_not_run(tmp_path):
+    pytest.importorskip("onnx")
+    from test_bundle_contract import nan_on_real_projections
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    nan_on_real_projections(copy)
+    bundle = load_bundle(copy)  # each graph alone runs
+    backend = make_backend("onnxruntime", bundle, "fp32")
+    with pytest.raises(BackendError, match=r"warm-up tick gave non-finite logits") as err:
+        backend.activate()
+    assert "\n" not in str(err.value) and str(copy) in str(err.value)
+    with pytest.raises(RuntimeError, match="inactive"):
+        backend.submit([True] * 3, [True] * 3)
+    refused(cli("demo", "--seconds", "1", "--bundle", str(copy)), str(copy), "warm-up tick")
+
+
+def test_the_warm_tick_leaves_the_absent_projections_and_no_count(bundle):
+    with make_backend("onnxruntime", bundle, "fp32") as backend:
+        assert backend.stats.head_runs == 0 and set(backend.stats.encoder_runs.values()) == {0}
+        for m in MODALITIES:
+            np.testing.assert_array_equal(backend.projection(m)[0], bundle.absent("fp32")[m])
+            assert not backend.input_buffer(m).any()

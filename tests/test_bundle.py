@@ -14,9 +14,9 @@ from edgefusion.bundle.loader import sha256_file
 from edgefusion.errors import BundleError, EdgefusionError
 from edgefusion.modalities import MODALITIES
 
-GRAPHS = (*MODALITIES, "head", "monolithic")
+DEMO = default_bundle_path()
+DEMO_MANIFEST = json.loads((DEMO / "manifest.json").read_text())
 RANK, D_OUT = 4, 32
-INPUT_SHAPES = {"rgb": ["batch", 3, 48, 64], "depth": ["batch", 1, 48, 64], "audio": ["batch", 16000]}
 
 
 def _absent_arrays(shape=(RANK, D_OUT)) -> dict[str, np.ndarray]:
@@ -25,46 +25,20 @@ def _absent_arrays(shape=(RANK, D_OUT)) -> dict[str, np.ndarray]:
 
 
 def _body() -> dict:
-    def variant(graph_dir: str, head_dir: str) -> dict:
-        graphs = {g: f"{graph_dir}/{g}.onnx" for g in GRAPHS}
-        graphs["head"] = f"{head_dir}/head.onnx"
-        return {"graphs": graphs, "absent": "fp32/absent.npz"}
-
-    modalities = {
-        m: {
-            "input": {"name": m, "shape": INPUT_SHAPES[m], "dtype": "float32"},
-            "output": {"name": f"p_{m}", "shape": ["batch", RANK, D_OUT], "dtype": "float32"},
-            "rate_hz": 30,
-            "preprocessing": {},
-        }
-        for m in MODALITIES
-    }
-    modalities["audio"].update(sample_rate=16000, window_s=1.0)
-    return {
-        "name": "test-bundle",
-        "labels": ["fetch", "stop", "follow"],
-        "modalities": modalities,
-        "head": {"inputs": [f"p_{m}" for m in MODALITIES], "outputs": ["logits", "probs"]},
-        "monolithic": {"inputs": [*MODALITIES, "present"], "outputs": ["logits", "probs"]},
-        "fusion": {"kind": "lmf", "rank": RANK, "d_out": D_OUT},
-        "variants": {"fp32": variant("fp32", "fp32"), "fp16": variant("fp16", "fp16"), "int8": variant("int8", "fp32")},
-        "accuracy": {"fp32": {"all": 0.97}},
-    }
+    """The demo bundle's manifest less what write_bundle fills in, with every variant on fp32/absent.npz."""
+    body = {k: v for k, v in json.loads(json.dumps(DEMO_MANIFEST)).items() if k not in ("format", "format_version")}
+    del body["files"]
+    body["name"] = "test-bundle"
+    body["accuracy"] = {"by_precision": {"fp32": {"all": 0.97}}}
+    for variant in body["variants"].values():
+        variant["absent"] = "fp32/absent.npz"
+    return body
 
 
 def _sources(tmp_path: Path, absent: dict[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """Small stand-in graph files (verification never parses them) and a real absent.npz."""
-    src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
-    files = {}
-    for precision in ("fp32", "fp16", "int8"):
-        for g in GRAPHS:
-            if precision == "int8" and g == "head":
-                continue
-            rel = f"{precision}/{g}.onnx"
-            files[rel] = src / rel.replace("/", "_")
-            files[rel].write_bytes(f"graph {rel} ".encode() * 50)
-    files["fp32/absent.npz"] = src / "absent.npz"
+    """The demo bundle's real graphs (the loader runs each) and an absent.npz of our own."""
+    files = {rel: DEMO / rel for rel in DEMO_MANIFEST["files"] if not rel.endswith("absent.npz")}
+    files["fp32/absent.npz"] = tmp_path / "absent.npz"
     np.savez(files["fp32/absent.npz"], **(_absent_arrays() if absent is None else absent))
     return files
 
@@ -99,13 +73,13 @@ def _replace_consistently(root: Path, rel: str, write) -> None:
 def test_clean_bundle_loads(bundle_dir: Path):
     bundle = load_bundle(bundle_dir)
     assert isinstance(bundle, Bundle)
-    assert bundle.labels == ("fetch", "stop", "follow")
+    assert bundle.labels == tuple(DEMO_MANIFEST["labels"])
     assert bundle.precisions == ("fp32", "fp16", "int8")
     assert bundle.graph_path("fp16", "rgb") == bundle_dir / "fp16" / "rgb.onnx"
     assert bundle.graph_path("int8", "head") == bundle_dir / "fp32" / "head.onnx"
-    assert bundle.graph_path("fp32", "monolithic").read_bytes().startswith(b"graph fp32/monolithic.onnx")
+    assert bundle.graph_bytes("fp32", "monolithic") == (DEMO / "fp32" / "monolithic.onnx").read_bytes()
     assert bundle.input_spec("rgb") == {"name": "rgb", "shape": ["batch", 3, 48, 64], "dtype": "float32"}
-    assert bundle.accuracy == {"fp32": {"all": 0.97}}
+    assert bundle.accuracy == {"by_precision": {"fp32": {"all": 0.97}}}
     absent = bundle.absent("int8")
     assert list(absent) == list(MODALITIES)
     for m, expected in _absent_arrays().items():
@@ -163,7 +137,7 @@ def test_invalid_json_is_refused(bundle_dir: Path):
 
 
 def test_variant_path_not_in_files_is_refused(bundle_dir: Path):
-    (bundle_dir / "fp16" / "extra.onnx").write_bytes(b"unlisted")
+    (bundle_dir / "fp16" / "extra.onnx").write_bytes((bundle_dir / "fp16" / "depth.onnx").read_bytes())
     _edit_manifest(bundle_dir, lambda doc: doc["variants"]["fp16"]["graphs"].update(depth="fp16/extra.onnx"))
     message = _refused(bundle_dir)
     assert "variants.fp16.graphs.depth" in message and "fp16/extra.onnx" in message and "not listed in files" in message
@@ -199,10 +173,10 @@ def test_unknown_precision_lists_the_available_ones(bundle_dir: Path):
 def test_rewrite_replaces_the_folder_completely(tmp_path: Path, bundle_dir: Path):
     (bundle_dir / "stale.txt").write_text("from an older export")
     body = _body()
-    body["labels"] = ["yes", "no"]
+    body["name"] = "rewritten"
     assert write_bundle(bundle_dir, _sources(tmp_path), body) == bundle_dir
     assert not (bundle_dir / "stale.txt").exists()
-    assert load_bundle(bundle_dir).labels == ("yes", "no")
+    assert load_bundle(bundle_dir).manifest["name"] == "rewritten"
     assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]
 
 

@@ -146,3 +146,26 @@ def test_install_refuses_a_machine_that_is_not_a_jetson():
         pytest.skip("this is a Jetson")
     r = subprocess.run(["bash", str(INSTALL), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a Jetson" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_bundle_is_verified_before_it_is_copied_and_the_copy_follows_no_link(tmp_path):
+    """As root, a link inside a bundle would pull a root-only file into /etc/edgefusion: the plan
+    verifies the source first (`info` refuses links), then copies with -P, then verifies the copy."""
+    bundle = default_bundle_path()
+    r = subprocess.run(
+        ["bash", str(INSTALL), "--root", str(tmp_path / "r"), "--dry-run", "--bundle", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    plan = [line for line in r.stdout.splitlines() if line.startswith("+ ")]
+    verify_source = next(i for i, line in enumerate(plan) if line.endswith(f"info --bundle {bundle}"))
+    copy = next(i for i, line in enumerate(plan) if line.startswith("+ cp "))
+    verify_copy = next(
+        i
+        for i, line in enumerate(plan)
+        if line.endswith("info --bundle " + str(tmp_path / "r/etc/edgefusion/bundle.new"))
+    )
+    assert verify_source < copy < verify_copy
+    assert plan[copy].split()[2] == "-RP" and "L" not in plan[copy].split()[2], plan[copy]

@@ -27,6 +27,12 @@ class BackendError(EdgefusionError):
     """A backend that cannot run here (library missing, device absent, graph refused)."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error, for a one-line message (a runtime's own errors run over several)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 @dataclass
 class BackendStats:
     encoder_runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
@@ -59,13 +65,36 @@ class Backend(ABC):
         self.deactivate()
 
     def activate(self) -> None:
+        """Build and bind everything, then run one warm tick: a backend that activates is one
+        that runs, so a start or a reload fails here (BackendError, one line), never on a tick."""
         if self._active:
             return
         self._activate_impl()
+        try:
+            self._warm_tick()
+        except BaseException:
+            self._deactivate_impl()
+            raise
         for m in MODALITIES:
             np.copyto(self.projection(m), self._absent[m][None])
         self._holds_absent = dict.fromkeys(MODALITIES, True)
         self._active = True
+
+    def _warm_tick(self) -> None:
+        """Every encoder and the head once, on zero inputs (left zero), not counted in the stats:
+        the outputs must be finite. It also takes the first run's one-off costs off the first tick."""
+        for m in MODALITIES:
+            self.input_buffer(m).fill(0.0)
+        where = f"bundle {self.bundle.root} ({self.precision}) on {self.name}"
+        try:
+            self._enqueue_impl(list(MODALITIES))
+            logits, probs = self.wait()
+        except Exception as err:  # a runtime's own exception types: the graph cannot run here
+            raise BackendError(f"{where}: the warm-up tick failed: {first_line(err)}") from err
+        outputs = {**{f"the {m} projection": self.projection(m) for m in MODALITIES}, "logits": logits, "probs": probs}
+        for what, out in outputs.items():
+            if not np.isfinite(out).all():
+                raise BackendError(f"{where}: the warm-up tick gave non-finite {what}; export the bundle again")
 
     def deactivate(self) -> None:
         if self._active:

@@ -6,11 +6,13 @@ loader refuses. Every error names the bundle folder and the offending key or fil
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from edgefusion.errors import BundleError
 from edgefusion.modalities import MODALITIES
+from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH
 
 FORMAT = "edgefusion-bundle"
 FORMAT_VERSION = 1
@@ -20,11 +22,30 @@ GRAPHS = (*MODALITIES, "head", "monolithic")
 # comparison baseline and the split == monolithic check) is required in fp32 only.
 SPLIT_GRAPHS = (*MODALITIES, "head")
 
-_REEXPORT = "export the bundle again with edgefusion-export"
+# What the runtime's sensors deliver per sample (batch axis left out): a graph must take exactly this.
+SENSOR_SHAPES = {
+    "rgb": (3, HEIGHT, WIDTH),
+    "depth": (1, HEIGHT, WIDTH),
+    "audio": (int(SAMPLE_RATE * AUDIO_WINDOW_S),),
+}
+# Bounds, so that a damaged or hostile manifest is refused in one line before anything is allocated:
+# far above any model this runtime is for, far below what would exhaust a Jetson's memory.
+MAX_ELEMENTS = 1 << 22  # per tensor, batch axis left out (16 MiB of float32)
+MAX_DIMS = 6
+MAX_LABELS = 1000
+MAX_NAME_CHARS = 100  # labels, tensor and axis names
+MAX_FILES = 64  # files listed, and entries (files and folders) in the bundle folder
+MAX_FILE_BYTES = (1 << 31) - 1  # protobuf's limit for one ONNX graph
+MAX_VARIANTS = 8
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32  # json.loads itself gives up near 1000 levels, with a RecursionError
+
+REEXPORT = "export the bundle again with edgefusion-export"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_PRECISION = re.compile(r"[a-z0-9_]{1,16}")
 
 
-def validate_manifest(doc: dict, where: str) -> None:
+def validate_manifest(doc: Any, where: str) -> None:
     """Raise BundleError unless ``doc`` is a complete manifest of this format version.
 
     ``where`` is the bundle folder, named in every message. Only the structure the runtime relies
@@ -44,7 +65,15 @@ def validate_manifest(doc: dict, where: str) -> None:
         )
 
     labels = doc.get("labels")
-    _need(where, "labels", _strings(labels) and len(labels) > 0, "a non-empty list of strings")
+    _need(
+        where,
+        "labels",
+        _names(labels) and 0 < len(labels) <= MAX_LABELS,
+        f"a list of 1 to {MAX_LABELS} labels (printable strings of up to {MAX_NAME_CHARS} characters)",
+    )
+    if len(set(labels)) != len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise BundleError(f"{where}: {MANIFEST} labels names {', '.join(map(repr, twice))} more than once; {REEXPORT}")
     modalities = doc.get("modalities")
     _need(
         where,
@@ -54,29 +83,41 @@ def validate_manifest(doc: dict, where: str) -> None:
     )
     for m in MODALITIES:
         for side in ("input", "output"):
-            _need(
-                where,
-                f"modalities.{m}.{side}",
-                _tensor_spec(_at(modalities, m, side)),
-                "an object with name (string), shape (list of sizes and axis names) and dtype (string)",
+            _need(where, f"modalities.{m}.{side}", _tensor_spec(_at(modalities, m, side)), _TENSOR_SPEC)
+        shape = tuple(modalities[m]["input"]["shape"][1:])
+        if shape != SENSOR_SHAPES[m]:
+            raise BundleError(
+                f"{where}: {MANIFEST} modalities.{m}.input.shape is {shape} after the batch axis, but this runtime's "
+                f"{m} sensor delivers {SENSOR_SHAPES[m]}; {REEXPORT}"
             )
-    head = doc.get("head")
-    _need(
-        where,
-        "head",
-        isinstance(head, dict) and _strings(head.get("inputs")) and _strings(head.get("outputs")),
-        "an object with inputs and outputs (lists of strings)",
-    )
+    for key, n_inputs in (("head", len(MODALITIES)), ("monolithic", len(MODALITIES) + 1)):
+        _need(
+            where,
+            key,
+            _io_names(doc.get(key), n_inputs, 2),
+            f"an object with inputs ({n_inputs} distinct tensor names) and outputs (2 distinct tensor names)",
+        )
     for key in ("training", "calibration", "accuracy"):
         _need(where, key, isinstance(doc.get(key, {}), dict), "an object")
+    _need(
+        where,
+        "accuracy.by_precision",
+        _score_tables(doc.get("accuracy", {}).get("by_precision", {})),
+        "an object of precisions, each an object of finite numbers",
+    )
 
     files = doc.get("files")
-    _need(where, "files", isinstance(files, dict), "an object mapping each bundle file to its sha256 and bytes")
+    _need(
+        where,
+        "files",
+        isinstance(files, dict) and len(files) <= MAX_FILES,
+        f"an object mapping each bundle file (at most {MAX_FILES}) to its sha256 and bytes",
+    )
     for rel, entry in files.items():
         if rel == MANIFEST or not _inside(rel):
             raise BundleError(
                 f"{where}: {MANIFEST} files lists {rel!r}, which is not a file inside the bundle "
-                f"beside {MANIFEST}; {_REEXPORT}"
+                f"beside {MANIFEST}; {REEXPORT}"
             )
         _need(
             where,
@@ -85,18 +126,28 @@ def validate_manifest(doc: dict, where: str) -> None:
             and isinstance(entry.get("sha256"), str)
             and _SHA256.fullmatch(entry["sha256"]) is not None
             and type(entry.get("bytes")) is int
-            and entry["bytes"] >= 0,
-            "an object with sha256 (64 lowercase hex digits) and bytes (a size)",
+            and 0 <= entry["bytes"] <= MAX_FILE_BYTES,
+            f"an object with sha256 (64 lowercase hex digits) and bytes (a size of at most {MAX_FILE_BYTES})",
         )
 
     variants = doc.get("variants")
     _need(
         where,
         "variants",
-        isinstance(variants, dict) and "fp32" in variants,
-        'an object of precisions that includes "fp32"',
+        isinstance(variants, dict)
+        and "fp32" in variants
+        and len(variants) <= MAX_VARIANTS
+        and all(_PRECISION.fullmatch(p) for p in variants),
+        f'an object of at most {MAX_VARIANTS} precisions (like "fp16") that includes "fp32"',
     )
     for precision in variants:
+        graphs = _at(variants, precision, "graphs")
+        unknown = sorted(set(graphs) - set(GRAPHS)) if isinstance(graphs, dict) else []
+        if unknown:
+            raise BundleError(
+                f"{where}: {MANIFEST} variants.{precision}.graphs has {unknown[0]!r}, which is not a graph of "
+                f"this runtime ({', '.join(GRAPHS)}); {REEXPORT}"
+            )
         needed = GRAPHS if precision == "fp32" else (*SPLIT_GRAPHS, *_present(variants, precision, "monolithic"))
         paths = {f"variants.{precision}.graphs.{g}": _at(variants, precision, "graphs", g) for g in needed}
         paths[f"variants.{precision}.absent"] = _at(variants, precision, "absent")
@@ -105,18 +156,18 @@ def validate_manifest(doc: dict, where: str) -> None:
             if not _inside(rel):
                 raise BundleError(
                     f"{where}: {MANIFEST} {key} is {rel!r}, which points outside the bundle folder "
-                    f"(absolute or '..'); {_REEXPORT}"
+                    f"(absolute or '..'); {REEXPORT}"
                 )
             if rel not in files:
                 raise BundleError(
                     f"{where}: {MANIFEST} {key} names {rel!r}, which is not listed in files "
-                    f"and so cannot be verified; {_REEXPORT}"
+                    f"and so cannot be verified; {REEXPORT}"
                 )
 
 
 def _need(where: str, key: str, ok: Any, what: str) -> None:
     if not ok:
-        raise BundleError(f"{where}: {MANIFEST} {key} is missing or is not {what}; {_REEXPORT}")
+        raise BundleError(f"{where}: {MANIFEST} {key} is missing or is not {what}; {REEXPORT}")
 
 
 def _present(variants: dict, precision: str, graph: str) -> tuple[str, ...]:
@@ -130,21 +181,62 @@ def _at(doc: Any, *keys: str) -> Any:
     return doc
 
 
-def _strings(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+def _name(value: Any) -> bool:
+    """A string that fits on one line of a message: printable, 1 to MAX_NAME_CHARS characters."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(_name(v) for v in value)
+
+
+def _io_names(spec: Any, n_inputs: int, n_outputs: int) -> bool:
+    """A graph's declared inputs and outputs: that many names, all distinct."""
+    if not isinstance(spec, dict):
+        return False
+    inputs: Any = spec.get("inputs")
+    outputs: Any = spec.get("outputs")
+    return (
+        _names(inputs)
+        and _names(outputs)
+        and (len(inputs), len(outputs)) == (n_inputs, n_outputs)
+        and len(set(inputs + outputs)) == n_inputs + n_outputs
+    )
+
+
+_TENSOR_SPEC = (
+    f"an object with name (a string), dtype float32 and shape (a batch axis name, then up to {MAX_DIMS - 1} sizes "
+    f"of at most {MAX_ELEMENTS} elements in all)"
+)
 
 
 def _tensor_spec(spec: Any) -> bool:
-    return (
-        isinstance(spec, dict)
-        and isinstance(spec.get("name"), str)
-        and isinstance(spec.get("dtype"), str)
-        and isinstance(spec.get("shape"), list)
-        and len(spec["shape"]) > 0
-        and all((type(d) is int and d > 0) or (isinstance(d, str) and d) for d in spec["shape"])
+    """name, dtype float32 (every buffer the backends bind is float32), and a shape the runtime can
+    allocate: a batch axis (a name, or 1) followed by positive sizes whose product is bounded."""
+    if not (isinstance(spec, dict) and _name(spec.get("name")) and spec.get("dtype") == "float32"):
+        return False
+    shape = spec.get("shape")
+    if not (isinstance(shape, list) and 1 < len(shape) <= MAX_DIMS and (_name(shape[0]) or _size(shape[0]))):
+        return False
+    elements = 1
+    for d in shape[1:]:
+        if not _size(d):
+            return False
+        elements *= d
+    return elements <= MAX_ELEMENTS
+
+
+def _size(d: Any) -> bool:
+    return type(d) is int and 0 < d <= MAX_ELEMENTS
+
+
+def _score_tables(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(table, dict) and all(type(v) in (int, float) and math.isfinite(v) for v in table.values())
+        for table in value.values()
     )
 
 
 def _inside(rel: str) -> bool:
-    """A plain relative POSIX path ("fp16/rgb.onnx"): not absolute, no "..", ".", or empty parts."""
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
+    """A plain relative POSIX path ("fp16/rgb.onnx"): not absolute, no "..", ".", or empty parts, printable."""
+    return rel.isprintable() and all(part not in ("", ".", "..") for part in rel.split("/"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from edgefusion.atomic import atomic_directory
-from edgefusion.bundle.loader import read_absent, sha256_file
+from edgefusion.bundle.loader import parse_manifest, verify_contents
 from edgefusion.bundle.manifest import FORMAT, FORMAT_VERSION, MANIFEST, validate_manifest
 
 
@@ -15,22 +15,23 @@ def write_bundle(dest: str | Path, files: dict[str, Path], body: dict) -> Path:
     """Copy ``files`` (bundle-relative path → source file) into ``dest`` with a manifest made from ``body``.
 
     ``body`` is the manifest without "format", "format_version" and "files", which are filled in here.
-    Everything the loader checks (manifest, absent.npz) is checked before anything is written, so a
-    writer cannot produce a bundle the loader refuses; the folder is then built aside and swapped in
+    Everything the loader checks (manifest, absent.npz, every graph's inputs and outputs and one run)
+    is checked on the very bytes written before anything is written, so a writer cannot produce a
+    bundle the loader refuses; the folder is then built aside and swapped in
     for ``dest``, so on any error ``dest`` is left as it was and no temp folder remains.
     """
     dest = Path(dest)
-    table = {rel: {"sha256": sha256_file(src), "bytes": Path(src).stat().st_size} for rel, src in files.items()}
+    data = {rel: Path(src).read_bytes() for rel, src in files.items()}
+    table = {rel: {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)} for rel, raw in data.items()}
     # Round-trip through JSON so what is validated is exactly what the loader will read (tuples become lists).
     text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **body, "files": table}, indent=1)
-    doc = json.loads(text)
+    doc = parse_manifest(text.encode(), str(dest))
     validate_manifest(doc, str(dest))
-    for rel in dict.fromkeys(variant["absent"] for variant in doc["variants"].values()):
-        read_absent(Path(files[rel]), rel, doc, str(dest))
+    verify_contents(doc, data, str(dest))
 
     with atomic_directory(dest) as tmp:
-        for rel, src in files.items():
+        for rel, raw in data.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp / rel)
+            (tmp / rel).write_bytes(raw)
         (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
     return dest

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefusion.backends.base import Backend, BackendError
+from edgefusion.backends.base import Backend, BackendError, first_line
 from edgefusion.backends.onnxruntime.session import open_session, run_options
 from edgefusion.bundle import Bundle
 from edgefusion.modalities import MODALITIES
@@ -32,12 +32,24 @@ class OnnxRuntimeBackend(Backend):
         self._logits = np.zeros((1, self.n_classes), np.float32)
         self._probs = np.zeros((1, self.n_classes), np.float32)
         self._outputs = (self._logits[0], self._probs[0])  # views made once: wait() allocates nothing
-        self._sessions = {
-            g: open_session(self.bundle.graph_path(self.precision, g), self.threads, self.providers)
-            for g in (*MODALITIES, "head")
-        }
+        self._sessions = {g: self._open(g) for g in (*MODALITIES, "head")}
         self._run_options = run_options()
 
+        # The loader checked every name against the graphs; a refusal here is this build of onnxruntime's.
+        try:
+            self._bind_all(manifest)
+        except Exception as err:
+            raise BackendError(
+                f"bundle {self.bundle.root} ({self.precision}): cannot bind the graphs: {first_line(err)}"
+            ) from err
+
+    def _open(self, graph: str):
+        try:
+            return open_session(self.bundle.graph_bytes(self.precision, graph), self.threads, self.providers)
+        except BackendError as err:
+            raise BackendError(f"bundle {self.bundle.root} ({self.precision} {graph}): {err}") from err
+
+    def _bind_all(self, manifest: dict) -> None:
         self._bindings = {}
         for m in MODALITIES:
             b = self._sessions[m].io_binding()
