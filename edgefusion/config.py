@@ -151,6 +151,9 @@ def _require(ok: bool, at: str, key: str, what: str) -> None:
         raise ConfigError(f"{at}: {key} must be {what}")
 
 
+_TYPE_NAMES = {float: "a float", int: "an int", str: "a str", bool: "a bool", tuple: "a list of strings"}
+
+
 def _as_float(value: int) -> float:
     """A TOML integer where a float goes; one beyond float's range is infinite (and refused)."""
     try:
@@ -176,15 +179,16 @@ def _section(cls, raw: Any, at: str):
                 raise ConfigError(f"{at}: {name} must be a list of strings, got {value!r}")
             value = tuple(value)
         if type(value) is not expected:
-            raise ConfigError(f"{at}: {name} must be a {expected.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{at}: {name} must be {_TYPE_NAMES[expected]}, got {type(value).__name__} {value!r}")
         values[name] = value
     _check_limits(cls, values, at)
     section = cls(**values)
     try:
         if hasattr(section, "check"):  # the rules beyond each number's range
             section.check(at)
-    except EdgefusionError as err:  # a driver's own config type raises its own error type
-        raise ConfigError(str(err)) from None
+    except EdgefusionError as err:  # a driver's own type raises its own error, a fault script's names no file
+        message = str(err)
+        raise ConfigError(message if message.startswith(at) else f"{at}: {message}") from None
     return section
 
 
@@ -224,6 +228,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; give a TOML config file") from None
+    except ValueError:  # a number of thousands of digits: too long for int()
+        raise ConfigError(f"{path}: not valid TOML: a number too long to read; give numbers of sane size") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply; give a TOML config file") from None
     except OSError as err:

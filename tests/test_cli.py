@@ -41,7 +41,7 @@ def test_demo_json_survives_faults_and_reports():
     "args, message",
     [
         (["demo", "--faults", "rgb:melt@1-2"], "unknown kind 'melt'"),
-        (["demo", "--seconds", "0"], "--seconds must be > 0"),
+        (["demo", "--seconds", "0"], "argument --seconds: must be a number from 0.001"),
         (["run", "--config", "/nonexistent.toml"], "no such config file"),
         (["info", "--bundle", "/nonexistent"], "/nonexistent"),
     ],
