@@ -114,6 +114,19 @@ def require_matplotlib():
 
 
 def plot(report: dict, path, bundle: Bundle) -> None:
+    """The noise curves as a PNG at ``path`` (written whole or not at all)."""
+    plt = require_matplotlib()
+    fig = figure(report, bundle)
+    try:
+        with atomic_write(path) as f:  # a full disk leaves no half a PNG
+            fig.savefig(f, format="png", dpi=120)
+    except OSError as err:
+        raise EdgefusionError(f"cannot write the plot to {path}: {err.strerror}") from None
+    finally:
+        plt.close(fig)
+
+
+def figure(report: dict, bundle: Bundle):
     """The noise curves, saying what they measure: the bundle, the precision (the curves run on
     fp32 where the bundle has it), the sample count, and chance (1 / number of labels)."""
     plt = require_matplotlib()
@@ -136,13 +149,7 @@ def plot(report: dict, path, bundle: Bundle) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    try:
-        with atomic_write(path) as f:  # a full disk leaves no half a PNG
-            fig.savefig(f, format="png", dpi=120)
-    except OSError as err:
-        raise EdgefusionError(f"cannot write the plot to {path}: {err.strerror}") from None
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def render(report: dict) -> str:
