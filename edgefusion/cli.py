@@ -329,7 +329,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
-    signals = _Signals(reloadable=True)  # first: a service's SIGHUP or SIGTERM may come at once
     import faulthandler
 
     from edgefusion.config import load_config
@@ -340,7 +339,7 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config)
     _apply_source(cfg, args.source, args.max_speed)
-    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False, signals=signals)
+    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False, signals=args.signals)
     return 0
 
 
@@ -454,6 +453,7 @@ def cmd_info(args) -> int:
         "files": len(m["files"]),
         "bytes": sum(f["bytes"] for f in m["files"].values()),
         "accuracy": bundle.accuracy.get("by_precision", {}),
+        "warnings": bundle.accuracy.get("warnings", []),  # edgefusion-export's (a model near chance)
     }
     if args.json:
         print(json.dumps(info))
@@ -466,6 +466,8 @@ def cmd_info(args) -> int:
     print(f"fusion: {info['fusion']}")
     for prec, table in info["accuracy"].items():
         print(f"{prec:<5} " + "  ".join(f"{k} {v:.3f}" for k, v in table.items()))
+    for warning in info["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
 
 
@@ -584,7 +586,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # run's handlers go in first, before even the parser is built (it imports the sensors, numpy).
+    signals = _Signals(reloadable=True) if argv[:1] == ["run"] else None
     args = _parser().parse_args(argv)
+    args.signals = signals
     return args.fn(args)
 
 

@@ -56,6 +56,10 @@ def test_all_steps_make_a_verified_bundle(tmp_path):
     near_chance = lmf["precisions"]["fp32"]["accuracy"]["rgb+depth+audio"] < 1 / 7 + 0.05
     assert ("near chance" in r.stderr) == near_chance
     assert bool(bundle.manifest["accuracy"]["warnings"]) == near_chance
+    info = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "info", "--bundle", str(out)], capture_output=True, text=True
+    )
+    assert info.returncode == 0 and ("WARNING: held-out accuracy" in info.stdout) == near_chance, info.stdout
     assert bundle.precisions == ("fp32", "fp16", "int8")
     assert bundle.graph_path("int8", "head") == bundle.graph_path("fp32", "head")
     assert bundle.manifest["calibration"]["samples"] == 448
