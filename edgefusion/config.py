@@ -106,7 +106,7 @@ LIMITS: dict[type, dict[str, tuple[float, float, str]]] = {
     RuntimeSection: {
         "tick_hz": (0.01, 1000, "ticks per second"),
         "threads": (0, 256, "0 = the library's default"),
-        "deadline_ms": (0.1, 60_000, "milliseconds"),
+        "deadline_ms": (0.001, 60_000, "milliseconds"),
     },
     SourceSection: {"seed": (0, 2**31 - 1, "a scenario seed")},
     SensorSection: {
