@@ -197,6 +197,14 @@ def test_a_bad_export_flag(tmp_path, monkeypatch, args, words):
     _refused_with_nothing_written(tmp_path, args, *words, runner=export_cli)
 
 
+def test_a_checkpoint_that_is_not_one(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "runs" / "lmf").mkdir(parents=True)
+    (tmp_path / "runs" / "lmf" / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    args = ["export", "--runs", str(tmp_path / "runs"), "--fusion", "lmf"]
+    _refused_with_nothing_written(tmp_path, args, "checkpoint.pt", "not a checkpoint", runner=export_cli)
+
+
 def test_export_runs_that_is_a_file(tmp_path):
     pytest.importorskip("torch")
     runs = tmp_path / "runs"
