@@ -74,3 +74,15 @@ def new_folder(text: str) -> Path:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: a file is there; give a new folder")
     return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written into, or None: it is there and writable, or it is not
+    there yet and will be created (its nearest existing ancestor is a writable folder), which
+    is not the same as "not writable"."""
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None

@@ -120,15 +120,15 @@ def _gpu() -> list[Check]:
 
 
 def _writable_check(name: str, folder: Path, status: str, fix: str) -> Check:
-    """A folder a run writes into: there and writable, or creatable (its nearest existing
-    ancestor is a writable folder), which is not the same as "not writable"."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if existing == folder and folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
-        return Check(name, "ok", f"{folder} writable")
-    if existing != folder and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
-        return Check(name, "ok", f"{folder} does not exist yet; it will be created (in {existing})")
-    why = "not a folder" if not existing.is_dir() else "not writable by this user"
-    return Check(name, status, f"{folder}: {existing} is {why}", fix)
+    """A folder a run writes into: there and writable, or to be created in a writable one."""
+    from edgefusion.args import unwritable
+
+    problem = unwritable(folder)
+    if problem:
+        return Check(name, status, f"{folder}: {problem}", fix)
+    if not folder.exists():
+        return Check(name, "ok", f"{folder} does not exist yet; it will be created")
+    return Check(name, "ok", f"{folder} writable")
 
 
 def _results_folder(cfg) -> list[Check]:

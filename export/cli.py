@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgefusion.export import FUSION_KINDS
 
-from edgefusion.args import Parser, new_folder, number
+from edgefusion.args import Parser, new_folder, number, unwritable
 from edgefusion.atomic import atomic_write
 from edgefusion.errors import EdgefusionError, run_cli
 
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgefusionError("all makes a bundle, which is LMF: include lmf in --fusion")
     if args.runs.exists() and not args.runs.is_dir():
         raise EdgefusionError(f"--runs {args.runs}: a file is there; give the runs folder")
+    problem = unwritable(args.runs) if cmd != "bundle" else None  # every other step writes there
+    if problem:
+        raise EdgefusionError(f"--runs {args.runs}: {problem}; choose a folder you can write")
     if cmd == "all":
         args.heldout_size = args.heldout_size or HELDOUT_SIZE
     if cmd in ("train", "all"):
