@@ -205,13 +205,16 @@ def test_a_checkpoint_that_is_not_one(tmp_path):
     _refused_with_nothing_written(tmp_path, args, "checkpoint.pt", "not a checkpoint", runner=export_cli)
 
 
-def test_export_runs_that_is_a_file(tmp_path):
+def test_export_runs_that_is_a_file_or_under_one(tmp_path):
+    """Refused before the minutes of training whose result could not be kept."""
     pytest.importorskip("torch")
     runs = tmp_path / "runs"
     runs.write_text("x")
-    _refused_with_nothing_written(
-        tmp_path, ["export", "--runs", str(runs)], "--runs", "a file is there", runner=export_cli
-    )
+    for args, words in (
+        (["export", "--runs", str(runs)], ("a file is there",)),
+        (["train", "--runs", str(runs / "inner")], ("is not a folder",)),
+    ):
+        _refused_with_nothing_written(tmp_path, args, "--runs", *words, runner=export_cli)
 
 
 def _bundle_cases(tmp_path):
