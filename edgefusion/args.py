@@ -72,7 +72,7 @@ def new_folder(text: str) -> Path:
     if not os.access(parent, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text}: {path.parent} is not writable by this user; choose another place")
     if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: a file is there; give a new folder")
+        raise argparse.ArgumentTypeError(f"{text}: a file is there, not an empty folder; give a new folder")
     return path
 
 
