@@ -13,15 +13,22 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from edgefusion import log
+from edgefusion.args import Parser, existing_file, new_file, new_folder, number
 from edgefusion.errors import EdgefusionError, run_cli
 
 PROG = "edgefusion"
 DEMO_SECONDS = 20.0
 ACTIVATE_TIMEOUT_S = 600.0  # what systemd is asked to wait while the backend activates
+PRECISIONS = ("fp32", "fp16", "int8")
+SECONDS = number(0.001, 10**9)  # a run's length: up to ~30 years, never 0, NaN or inf
+SEED = number(0, 2**31 - 1, integer=True)  # as [source] seed
+THREADS = number(0, 256, integer=True)  # as [runtime] threads
 
 
 def _load_bundle(path: Path | None):
@@ -30,15 +37,41 @@ def _load_bundle(path: Path | None):
     return load_bundle(path or default_bundle_path())
 
 
-def _stop_on_signals(reload=None) -> tuple[threading.Event, dict]:
-    """The first SIGINT/SIGTERM asks the loop to stop; the previous handlers come back for
-    shutdown (restored by the caller), so a second Ctrl-C still interrupts a stuck stop.
-    SIGHUP calls ``reload``, where given."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if reload is not None:
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload())
-    return stop, previous
+class _Signals:
+    """SIGINT/SIGTERM ask the loop to stop; with ``reloadable``, SIGHUP reloads the bundle.
+
+    Installed before anything slow (imports, the bundle's hashes, the backend's activation), so
+    that a signal in a service's first second is not the default's instant death: a stop asked
+    for while starting is honoured as soon as the loop runs, and a SIGHUP before the reloader
+    exists is remembered and done once the model runs (the files it names may have changed
+    since they were read). ``restore`` brings the previous handlers back for shutdown, so a
+    second Ctrl-C still interrupts a stuck stop."""
+
+    def __init__(self, reloadable: bool):
+        self.stop = threading.Event()
+        self._reload: Callable[[], None] | None = None
+        self._reload_pending = False
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if reloadable else (signal.SIGINT, signal.SIGTERM)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in handled}
+
+    def _handle(self, signum, _frame) -> None:
+        if signum != signal.SIGHUP:
+            self.stop.set()
+        elif self._reload is not None:
+            self._reload()
+        elif not self._reload_pending:
+            self._reload_pending = True
+            log.notice("SIGHUP while starting: the bundle is reloaded once the model runs")
+
+    def reload_with(self, reload: Callable[[], None]) -> None:
+        """From now on SIGHUP calls ``reload``; one that came while starting is done now."""
+        self._reload = reload
+        if self._reload_pending:
+            reload()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
@@ -82,13 +115,22 @@ def _reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
 
 
 def _session(
-    cfg, bundle_path: Path | None, seconds: float | None, json_lines: bool, demo: bool, record: dict | None = None
+    cfg,
+    bundle_path: Path | None,
+    seconds: float | None,
+    json_lines: bool,
+    demo: bool,
+    record: dict | None = None,
+    signals: _Signals | None = None,
+    view_stream: TextIO | None = None,
 ) -> dict | None:
     """Run the loop on the configured source until ``seconds`` pass, a signal arrives or a
     max-speed replay ends; with ``record`` (out, label), into a session folder as well.
 
-    A demo also shows the live view and returns a summary scored against the rig's truth; a
-    production run keeps nothing per tick (it may run for months)."""
+    ``view_stream`` gets the live view. A demo or a recording returns a summary scored against
+    the rig's truth; a production run keeps nothing per tick (it may run for months), and says
+    on stderr what it runs when it starts and what happened when it ends (a service's journal
+    then holds both)."""
     from edgefusion.backends import make_backend
     from edgefusion.loop import Runtime
     from edgefusion.rigs import make_rig
@@ -96,8 +138,7 @@ def _session(
     from edgefusion.summary import SessionSummary
     from edgefusion.view import LiveView
 
-    if seconds is not None and not seconds > 0:  # also refuses NaN
-        raise EdgefusionError("--seconds must be > 0")
+    signals = signals or _Signals(reloadable=not demo)
     bundle_path = bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None)
     bundle = _load_bundle(bundle_path)
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
@@ -131,7 +172,7 @@ def _session(
     last_line = LastLine()
     if notifier.enabled:
         sinks.append(last_line)
-    view = LiveView(rig.truth) if demo and not json_lines else None
+    view = LiveView(rig.truth, view_stream) if view_stream is not None else None
     summary = SessionSummary(rig.truth) if demo or record is not None else None
 
     def on_result(r: dict) -> None:
@@ -151,7 +192,7 @@ def _session(
     )
     telemetry = None if demo else Telemetry(make_reader(), runtime, cfg.thermal)
     heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), last_line, telemetry=telemetry)
-    stop, previous = _stop_on_signals(None if demo else _reloader(cfg, bundle_path, runtime))
+    stop, t_start = signals.stop, None
     try:
         # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait.
         notifier.extend_timeout(ACTIVATE_TIMEOUT_S)
@@ -165,6 +206,10 @@ def _session(
         runtime.start()
         # Ready: the bundle is loaded, the backend warm, the sensors attempted (each keeps trying).
         notifier.ready(f"running {bundle.root.name} on {backend.name} ({backend.precision})")
+        if not demo:
+            t_start = time.monotonic()
+            log.notice(_start_line(bundle, backend, cfg, json_lines, record))
+            signals.reload_with(_reloader(cfg, bundle_path, runtime))
         heartbeat.start()
         if telemetry is not None:
             telemetry.start()
@@ -187,16 +232,64 @@ def _session(
             notifier.stopping()
         except OSError as err:  # the rest of the shutdown must happen all the same
             log.error(f"could not tell systemd we are stopping: {err}")
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
+        states = _sensor_states(runtime) if t_start is not None else {}
         runtime.stop()
         rig.close()
         if view:
             view.close()
+        if t_start is not None:
+            log.notice(_exit_line(runtime, time.monotonic() - t_start, states))
     report = summary.report(runtime) if summary else None
     if recorder is not None:
         report["recording"] = {"out": str(recorder.out), **recorder.close()}
     return report
+
+
+def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None) -> str:
+    """What a run runs: bundle, precision, backend, source, rate and where results go."""
+    src = cfg.source
+    if src.kind == "replay":
+        source = f"replay of {src.path} ({'real time' if src.realtime else 'max speed'})"
+    elif src.kind == "realsense":
+        camera = f"RealSense {cfg.camera.serial}" if cfg.camera.serial else "the first RealSense found"
+        mic = f"microphone {cfg.microphone.device!r}" if cfg.microphone.device else "the default microphone"
+        source = f"{camera} ({cfg.camera.width}x{cfg.camera.height} at {cfg.camera.fps} fps) and {mic}"
+    else:
+        source = f"{src.kind} rig (seed {src.seed}, faults: {src.faults or 'none'})"
+    sinks = [name for name, on in (("stdout", json_lines), (cfg.output.file, bool(cfg.output.file))) if on]
+    if record is not None:
+        sinks.append(f"session {record['out']}")
+    return (
+        f"running bundle {bundle.manifest.get('name', bundle.root.name)} ({bundle.root}), {backend.precision} on "
+        f"{backend.name}, at {cfg.runtime.tick_hz:g} Hz; source: {source}; results to: {', '.join(sinks) or 'nowhere'}"
+    )
+
+
+def _sensor_states(runtime) -> dict[str, str]:
+    """Each sensor's state and its reason as the run ends (before the sensors are closed)."""
+    states = {}
+    for m, sensor in runtime.sensors.items():
+        state, why = sensor.state(runtime.max_age_s[m])
+        states[m] = f"{state.value} ({why})" if why else state.value
+    return states
+
+
+def _exit_line(runtime, seconds: float, states: dict[str, str]) -> str:
+    """What happened in a run: ticks, rate, overruns and late ticks, each sensor's state and
+    counters, what the sinks dropped or failed to write."""
+    rate = runtime.ticks / seconds if seconds > 0 else 0.0
+    sensors = []
+    for m, sensor in runtime.sensors.items():
+        counts = {**getattr(sensor, "dropped", {}), **getattr(sensor, "counters", {})}
+        counted = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+        sensors.append(f"{m} {states.get(m, '?')}" + (f" [{counted}]" if counted else ""))
+    writer = runtime.writer
+    sinks = f"{getattr(writer, 'dropped', 0)} results dropped, {getattr(writer, 'errors', 0)} sink errors"
+    return (
+        f"stopped after {seconds:.1f} s: {runtime.ticks} ticks ({rate:.1f} Hz), {runtime.overruns} overruns, "
+        f"{runtime.late} late ticks (> {runtime.deadline_ms:g} ms); {'; '.join(sensors)}; {sinks}"
+    )
 
 
 def _apply_source(cfg, source: str | None, max_speed: bool = False) -> None:
@@ -236,7 +329,8 @@ def cmd_demo(args) -> int:
         what = cfg.source.path if cfg.source.kind == "replay" else f"{cfg.source.kind} rig"
         print(f"edgefusion demo: {what}, faults: {cfg.source.faults or 'none'}  (Ctrl-C stops)", file=out)
     seconds = args.seconds if args.seconds is not None or cfg.source.kind == "replay" else DEMO_SECONDS
-    report = _session(cfg, args.bundle, seconds, json_lines=args.json, demo=True)
+    view = None if args.json else sys.stdout
+    report = _session(cfg, args.bundle, seconds, json_lines=args.json, demo=True, view_stream=view)
     print(json.dumps(report) if args.json else _render_summary(report), file=out)
     return 0
 
@@ -252,7 +346,7 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config)
     _apply_source(cfg, args.source, args.max_speed)
-    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False)
+    _session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False, signals=args.signals)
     return 0
 
 
@@ -265,7 +359,8 @@ def cmd_record(args) -> int:
         raise EdgefusionError("record from sensors (simulated, virtual or realsense), not from a replay")
     if not args.json:
         print(f"edgefusion record: {cfg.source.kind} rig into {args.out}  (Ctrl-C stops)")
-    report = _session(cfg, args.bundle, args.seconds, json_lines=False, demo=False, record=vars(args))
+    view = sys.stderr if args.json else sys.stdout  # the live status while recording
+    report = _session(cfg, args.bundle, args.seconds, json_lines=False, demo=False, record=vars(args), view_stream=view)
     print(json.dumps(report) if args.json else _render_summary(report) + f"\nrecorded into {args.out}")
     return 0
 
@@ -315,8 +410,6 @@ def cmd_bench(args) -> int:
     from edgefusion.backends import make_backend
     from edgefusion.bench import render, run_bench
 
-    if args.ticks < 100 or args.alloc_ticks < 1:
-        raise EdgefusionError("--ticks must be >= 100 and --alloc-ticks >= 1")
     bundle = _load_bundle(args.bundle)
     backend = make_backend("onnxruntime", bundle, args.precision, threads=args.threads)
     report = run_bench(bundle, backend, args.ticks, args.alloc_ticks, args.checkpoint)
@@ -326,16 +419,19 @@ def cmd_bench(args) -> int:
 
 def cmd_eval(args) -> int:
     from edgefusion.backends import make_backend
-    from edgefusion.evaluate import evaluate, heldout, plot, render
+    from edgefusion.evaluate import evaluate, heldout, plot, render, require_matplotlib
 
-    if args.samples < 7:
-        raise EdgefusionError("--samples must be at least 7")
     if args.plot and args.no_noise:
         raise EdgefusionError("--plot draws the noise curves: drop --no-noise")
-    if args.plot and not args.plot.resolve().parent.is_dir():
-        raise EdgefusionError(f"--plot {args.plot}: no such folder")
+    if args.plot:
+        require_matplotlib()  # before the minutes of work, not after them
     bundle = _load_bundle(args.bundle)
     precisions = args.precisions.split(",") if args.precisions else list(bundle.precisions)
+    unknown = [p for p in precisions if p not in bundle.precisions]
+    if unknown:
+        raise EdgefusionError(
+            f"--precisions: {unknown[0]!r} is not in this bundle; choose from {', '.join(bundle.precisions)}"
+        )
     backends = {p: make_backend("onnxruntime", bundle, p) for p in precisions}
     for b in backends.values():
         b.activate()
@@ -345,7 +441,7 @@ def cmd_eval(args) -> int:
         for b in backends.values():
             b.deactivate()
     if args.plot and "noise" in report:
-        plot(report, args.plot)
+        plot(report, args.plot, bundle)
         report["plot"] = str(args.plot)
     print(json.dumps(report) if args.json else render(report))
     return 0
@@ -364,6 +460,7 @@ def cmd_info(args) -> int:
         "files": len(m["files"]),
         "bytes": sum(f["bytes"] for f in m["files"].values()),
         "accuracy": bundle.accuracy.get("by_precision", {}),
+        "warnings": bundle.accuracy.get("warnings", []),  # edgefusion-export's (a model near chance)
     }
     if args.json:
         print(json.dumps(info))
@@ -376,6 +473,8 @@ def cmd_info(args) -> int:
     print(f"fusion: {info['fusion']}")
     for prec, table in info["accuracy"].items():
         print(f"{prec:<5} " + "  ".join(f"{k} {v:.3f}" for k, v in table.items()))
+    for warning in info["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
 
 
@@ -394,7 +493,9 @@ def _render_summary(r: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    from edgefusion.sensors.faults import FAULT_KINDS, JUMP_S
+
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -403,16 +504,15 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("demo", "run the bundle on the simulated rig with scripted sensor faults")
-    sp.add_argument(
-        "--seconds", type=float, default=None, help="how long to run (default: 20; a replay: the whole session)"
-    )
+    sp.add_argument("--seconds", type=SECONDS, default=None, help="how long to run (default: 20; a replay: all of it)")
     sp.add_argument(
         "--faults",
         default=None,
         metavar="SPEC",
-        help="MODALITY:KIND@START-END,... (kinds: stop, stall, frozen, nan, noise); '' for none",
+        help=f"MODALITY:KIND@START-END,... (kinds: {', '.join(FAULT_KINDS)}; jump: the device clock jumps "
+        f"{JUMP_S:g} s late, then early); '' for none",
     )
-    sp.add_argument("--seed", type=int, default=0, help="scenario seed (default: 0)")
+    sp.add_argument("--seed", type=SEED, default=0, help="scenario seed (default: 0)")
     sp.add_argument(
         "--rig",
         choices=("simulated", "virtual"),
@@ -422,22 +522,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--source", default=None, metavar="replay:DIR", help="replay a recorded session instead")
     sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
-    sp.add_argument("--precision", default="fp32", help="bundle variant: fp32, fp16 or int8 (default: fp32)")
+    sp.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant (default: fp32)")
     sp.add_argument("--json", action="store_true", help="result lines (JSON) on stdout, summary JSON on stderr")
     sp.set_defaults(fn=cmd_demo)
 
     sp = add("run", "the production entry point: run with a TOML config until stopped")
     sp.add_argument("--config", type=Path, required=True, help="TOML config file (see the README)")
-    sp.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until signalled)")
+    sp.add_argument("--seconds", type=SECONDS, default=None, help="stop after this long (default: run until signalled)")
     sp.add_argument("--source", default=None, help="override [source]: simulated, virtual, realsense or replay:DIR")
     sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
     sp.set_defaults(fn=cmd_run)
 
     sp = add("record", "record a session (camera, audio, events, results) from the configured sensors")
-    sp.add_argument("--out", type=Path, required=True, help="new session folder")
+    sp.add_argument("--out", type=new_folder, required=True, help="new session folder")
     sp.add_argument("--config", type=Path, default=None, help="TOML config (default: the simulated rig)")
     sp.add_argument("--source", default=None, help="override [source]: simulated, virtual or realsense")
-    sp.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until signalled)")
+    sp.add_argument("--seconds", type=SECONDS, default=None, help="stop after this long (default: until signalled)")
     sp.add_argument("--label", default=None, help="the intent shown throughout (where the rig cannot know it)")
     sp.add_argument("--json", action="store_true", help="summary as JSON")
     sp.set_defaults(fn=cmd_record)
@@ -463,19 +563,26 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_doctor)
 
     sp = add("bench", "runtime overhead over bare inference, caching savings, allocations, memory")
-    sp.add_argument("--precision", default="fp32", help="bundle variant (default: fp32)")
-    sp.add_argument("--ticks", type=int, default=3000, help="timed ticks per measurement (default: 3000)")
-    sp.add_argument("--alloc-ticks", type=int, default=10_000, help="ticks for allocation growth (default: 10000)")
-    sp.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default: 1)")
-    sp.add_argument("--checkpoint", type=Path, default=None, help="LMF checkpoint, to add PyTorch eager as (d)")
+    sp.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant (default: fp32)")
+    sp.add_argument("--ticks", type=number(100, 10**7, integer=True), default=3000, help="timed ticks (default: 3000)")
+    sp.add_argument(
+        "--alloc-ticks",
+        type=number(1, 10**7, integer=True),
+        default=10_000,
+        help="ticks for allocation growth (default: 10000)",
+    )
+    sp.add_argument("--threads", type=THREADS, default=1, help="onnxruntime intra-op threads (default: 1)")
+    sp.add_argument("--checkpoint", type=existing_file, default=None, help="LMF checkpoint, to add PyTorch eager")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_bench)
 
     sp = add("eval", "accuracy per precision and presence pattern, Fusion_Gain, robustness, noise curves")
-    sp.add_argument("--samples", type=int, default=700, help="held-out samples (default: 700)")
+    sp.add_argument(
+        "--samples", type=number(7, 100_000, integer=True), default=700, help="held-out samples (default: 700)"
+    )
     sp.add_argument("--precisions", default=None, help="comma list (default: every variant in the bundle)")
     sp.add_argument("--no-noise", action="store_true", help="skip the noise curves")
-    sp.add_argument("--plot", type=Path, default=None, help="write the noise curves as a PNG (needs matplotlib)")
+    sp.add_argument("--plot", type=new_file, default=None, help="write the noise curves as a PNG (needs matplotlib)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_eval)
 
@@ -486,7 +593,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # run's handlers go in first, before even the parser is built (it imports the sensors, numpy).
+    signals = _Signals(reloadable=True) if argv[:1] == ["run"] else None
     args = _parser().parse_args(argv)
+    args.signals = signals
     return args.fn(args)
 
 

@@ -7,6 +7,7 @@ wrong type or an impossible value is one line naming the key and what would be a
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,10 @@ class RuntimeSection:
     deadline_ms: float = 20.0  # a tick's work taking longer is reported (and counted)
 
     def check(self, at: str) -> None:
-        _require(0 < self.tick_hz <= 1000, at, "tick_hz", "between 0 and 1000 (ticks per second)")
-        _require(self.deadline_ms > 0, at, "deadline_ms", "> 0")
-        _require(self.threads >= 0, at, "threads", ">= 0 (0 = the library's default)")
+        from edgefusion.backends import BACKENDS
+
         _require(self.precision in ("fp32", "fp16", "int8"), at, "precision", "one of fp32, fp16, int8")
+        _require(self.backend in BACKENDS, at, "backend", "one of " + ", ".join(BACKENDS))
 
 
 SOURCE_KINDS = ("simulated", "virtual", "realsense", "replay")
@@ -57,7 +58,6 @@ class SourceSection:
 
     def check(self, at: str) -> None:
         _require(self.kind in SOURCE_KINDS, at, "kind", "one of " + ", ".join(f'"{k}"' for k in SOURCE_KINDS))
-        _require(self.seed >= 0, at, "seed", ">= 0 (a scenario seed)")
         _require(self.kind != "replay" or bool(self.path), at, "path", "a session folder when kind is replay")
         if self.faults:
             from edgefusion.sensors.faults import parse_faults
@@ -71,10 +71,6 @@ class SensorSection:
     max_age_ms: float = 100.0  # older than this: the modality counts as absent
     offset_ms: float = 0.0  # added to the sensor's timestamps (from time-offset calibration)
 
-    def check(self, at: str) -> None:
-        _require(self.max_age_ms > 0, at, "max_age_ms", "> 0")
-        _require(abs(self.offset_ms) < 10_000, at, "offset_ms", "within ±10000")
-
 
 @dataclass
 class OutputSection:
@@ -83,11 +79,6 @@ class OutputSection:
     max_bytes: int = 10_000_000
     backups: int = 3
     flush_ms: float = 50.0  # results reach the sinks in batches at most this old
-
-    def check(self, at: str) -> None:
-        _require(0 < self.flush_ms <= 1000, at, "flush_ms", "between 0 and 1000")
-        _require(self.max_bytes >= 1024, at, "max_bytes", ">= 1024")
-        _require(self.backups >= 0, at, "backups", ">= 0")
 
 
 def _default_sensors() -> dict[str, SensorSection]:
@@ -108,9 +99,67 @@ class Config:
         return {m: s.max_age_ms / 1000 for m, s in self.sensors.items()}
 
 
+# Every number of every table, with the range a run can live with (both ends included): NaN, inf,
+# 1e-300 ticks per second, a negative count or 10**18 backups are refused here, in one line,
+# not found out later as an overflow, a hang or a traceback. A test checks that no number is left out.
+LIMITS: dict[type, dict[str, tuple[float, float, str]]] = {
+    RuntimeSection: {
+        "tick_hz": (0.01, 1000, "ticks per second"),
+        "threads": (0, 256, "0 = the library's default"),
+        "deadline_ms": (0.001, 60_000, "milliseconds"),
+    },
+    SourceSection: {"seed": (0, 2**31 - 1, "a scenario seed")},
+    SensorSection: {
+        "max_age_ms": (1, 60_000, "milliseconds"),
+        "offset_ms": (-10_000, 10_000, "milliseconds"),
+    },
+    OutputSection: {
+        "max_bytes": (1024, 2**40, "bytes"),
+        "backups": (0, 1000, "rotated files kept"),
+        "flush_ms": (1, 1000, "milliseconds"),
+    },
+    RealSenseConfig: {
+        "width": (1, 4096, "pixels; a mode the camera has, e.g. 640"),
+        "height": (1, 4096, "pixels; a mode the camera has, e.g. 480"),
+        "fps": (1, 1000, "frames per second; a mode the camera has, e.g. 30"),
+        "retries": (1, 1000, "frame timeouts in a row"),
+    },
+    MicrophoneConfig: {
+        "rate": (0, 1_000_000, "Hz; 0 = the device's own"),
+        "channels": (1, 32, "channels"),
+        "block_ms": (1, 100, "milliseconds"),
+        "stall_ms": (500, 3_600_000, "milliseconds"),
+    },
+    ThermalPolicy: {
+        "throttle_c": (-40, 150, "°C"),
+        "resume_c": (-40, 150, "°C"),
+        "throttled_hz": (0.01, 1000, "ticks per second"),
+    },
+}
+
+
+def _check_limits(cls, values: dict, at: str) -> None:
+    """Each number in its range; NaN and inf fail every range."""
+    for key, value in values.items():
+        if key in LIMITS.get(cls, {}):
+            lo, hi, unit = LIMITS[cls][key]
+            _require(lo <= value <= hi, at, key, f"between {lo:g} and {hi:g} ({unit}), got {value!r}")
+
+
 def _require(ok: bool, at: str, key: str, what: str) -> None:
     if not ok:
         raise ConfigError(f"{at}: {key} must be {what}")
+
+
+_TYPE_NAMES = {float: "a float", int: "an int", str: "a str", bool: "a bool", tuple: "a list of strings"}
+
+
+def _as_float(value: int) -> float:
+    """A TOML integer where a float goes; one beyond float's range is infinite (and refused)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _section(cls, raw: Any, at: str):
@@ -124,19 +173,22 @@ def _section(cls, raw: Any, at: str):
     for name, value in raw.items():
         expected = type(getattr(cls(), name))
         if expected is float and type(value) is int:
-            value = float(value)
+            value = _as_float(value)
         if expected is tuple and type(value) is list:  # a TOML array
             if not all(isinstance(x, str) for x in value):
                 raise ConfigError(f"{at}: {name} must be a list of strings, got {value!r}")
             value = tuple(value)
         if type(value) is not expected:
-            raise ConfigError(f"{at}: {name} must be a {expected.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{at}: {name} must be {_TYPE_NAMES[expected]}, got {type(value).__name__} {value!r}")
         values[name] = value
+    _check_limits(cls, values, at)
     section = cls(**values)
     try:
-        section.check(at)
-    except EdgefusionError as err:  # a driver's own config type raises its own error type
-        raise ConfigError(str(err)) from None
+        if hasattr(section, "check"):  # the rules beyond each number's range
+            section.check(at)
+    except EdgefusionError as err:  # a driver's own type raises its own error, a fault script's names no file
+        message = str(err)
+        raise ConfigError(message if message.startswith(at) else f"{at}: {message}") from None
     return section
 
 
@@ -174,8 +226,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: no such config file; see the README's Configuration section") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; give a TOML config file") from None
+    except ValueError:  # a number of thousands of digits: too long for int()
+        raise ConfigError(f"{path}: not valid TOML: a number too long to read; give numbers of sane size") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply; give a TOML config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror}); give a readable TOML config file") from None
     return parse_config(raw, str(path))
 
 

@@ -22,6 +22,7 @@ from edgefusion.errors import EdgefusionError
 SERVICE_USER = "edgefusion"
 SERVICE_GROUPS = ("video", "render", "audio", "plugdev")
 DEFAULT_CONFIG = Path("/etc/edgefusion/edgefusion.toml")
+SENSORS_FIX = "pip install 'edgefusion[sensors]'"
 DEVICE_NODES = ("/dev/nvhost-*", "/dev/nvmap", "/dev/nvidia*", "/dev/bus/usb/*/*", "/dev/snd/*")
 
 
@@ -56,9 +57,9 @@ def _packages(cfg) -> list[Check]:
         ("numpy", True, "pip install edgefusion"),
         ("onnxruntime", True, "pip install edgefusion"),
         ("orjson", True, "pip install edgefusion"),
-        ("pyrealsense2", False, "pip install 'edgefusion[sensors]' (on a Jetson: build librealsense with Python)"),
-        ("pyaudio", False, "apt-get install portaudio19-dev; pip install 'edgefusion[sensors]'"),
-        ("soxr", False, "pip install 'edgefusion[sensors]'"),
+        ("pyrealsense2", False, f"{SENSORS_FIX} (on a Jetson: build librealsense with Python)"),
+        ("pyaudio", False, f"apt-get install portaudio19-dev; {SENSORS_FIX}"),
+        ("soxr", False, SENSORS_FIX),
         ("tensorrt", False, "JetPack's python3-libnvinfer; the service venv must see system site-packages"),
     ):
         v = _version(module)
@@ -115,20 +116,32 @@ def _gpu() -> list[Check]:
             "GPU", "warn", "no NVIDIA device node: inference on the CPU", "on a Jetson: check JetPack's drivers"
         )
     engines = Path(os.environ.get("EDGEFUSION_STATE", "/var/lib/edgefusion")) / "engines"
-    parent = engines if engines.exists() else engines.parent
-    cache = (
-        Check("engine cache", "ok", f"{engines} writable")
-        if parent.exists() and os.access(parent, os.W_OK)
-        else Check(
-            "engine cache", "warn", f"{engines} not writable by this user", "run as the service user, or install.sh"
-        )
-    )
-    return [gpu, cache]
+    return [gpu, _writable_check("engine cache", engines, "warn", "run as the service user, or install.sh")]
+
+
+def _writable_check(name: str, folder: Path, status: str, fix: str) -> Check:
+    """A folder a run writes into: there and writable, or to be created in a writable one."""
+    from edgefusion.args import unwritable
+
+    problem = unwritable(folder)
+    if problem:
+        return Check(name, status, f"{folder}: {problem}", fix)
+    if not folder.exists():
+        return Check(name, "ok", f"{folder} does not exist yet; it will be created")
+    return Check(name, "ok", f"{folder} writable")
+
+
+def _results_folder(cfg) -> list[Check]:
+    """The results file's folder, where the config names one: a run refuses to start without it."""
+    if cfg is None or not cfg.output.file:
+        return []
+    folder = Path(cfg.output.file).absolute().parent
+    return [_writable_check("results folder", folder, "fail", "fix [output] file, or run as the service user")]
 
 
 def _cameras(cfg) -> Check:
     if not _usable("pyrealsense2"):
-        return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used")
+        return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used", SENSORS_FIX)
     from edgefusion.sensors.realsense import connected_serials
 
     serials = connected_serials()
@@ -147,7 +160,12 @@ def _cameras(cfg) -> Check:
 
 def _microphones(cfg) -> Check:
     if not _usable("pyaudio"):
-        return Check("microphones", "warn", "pyaudio unavailable: no microphone can be used")
+        return Check(
+            "microphones",
+            "warn",
+            "pyaudio unavailable: no microphone can be used",
+            f"apt-get install portaudio19-dev; {SENSORS_FIX}",
+        )
     from edgefusion.sensors.pyaudio_mic import check_device, import_pyaudio, input_devices, library_output
 
     pyaudio = import_pyaudio()
@@ -205,9 +223,37 @@ def diagnose(config: Path | None = None, bundle: Path | None = None) -> list[Che
     ]
     cfg, config_check = _config(config)
     checks += _packages(cfg)
-    checks += [config_check, _bundle(cfg, bundle), *_gpu(), _cameras(cfg), _microphones(cfg)]
-    checks += [_device_permissions(), _service_user()]
+    checks += [config_check, _bundle(cfg, bundle), *_results_folder(cfg), *_gpu(), _cameras(cfg), _microphones(cfg)]
+    checks += [_device_permissions(), _service_user(), *_service_status()]
     return checks
+
+
+def _service_status() -> list[Check]:
+    """The running service's own STATUS line (ticks/s, each sensor's state and counters, the
+    intent, latency), where systemd runs it: doctor then also says how the service is doing.
+    Nothing where there is no systemctl (a container, a workstation without systemd)."""
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return []
+    try:
+        r = subprocess.run(
+            [systemctl, "show", "-p", "ActiveState", "-p", "StatusText", SERVICE_USER],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    props = dict(line.partition("=")[::2] for line in r.stdout.splitlines())
+    if r.returncode != 0 or props.get("ActiveState") in (None, "", "inactive"):
+        return []  # no systemd answering (a container), or the service is not running
+    state, status = props["ActiveState"], props.get("StatusText", "")
+    if state == "active":
+        return [Check("service", "ok", status or "active (no STATUS yet)")]
+    return [Check("service", "warn", f"{state}: {status or 'no STATUS'}", "journalctl -u edgefusion -e says why")]
 
 
 def render(checks: list[Check]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefusion.atomic import atomic_write
 from edgefusion.backends.base import Backend
 from edgefusion.bundle import Bundle
 from edgefusion.errors import EdgefusionError
@@ -87,19 +88,21 @@ def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noi
         },
     }
     if noise:
-        backend = backends.get("fp32") or next(iter(backends.values()))
+        precision = "fp32" if "fp32" in backends else next(iter(backends))
+        backend = backends[precision]
         curves = {}
         for m in MODALITIES:
             curves[m] = [
                 float((_predict(backend, batch, [full], noisy(m, lvl, 1000 + k))[0][full] == batch.intent).mean())
                 for k, lvl in enumerate(NOISE_LEVELS)
             ]
-        report["noise"] = {"levels": list(NOISE_LEVELS), "accuracy": curves}
+        report["noise"] = {"levels": list(NOISE_LEVELS), "precision": precision, "accuracy": curves}
         report["relative_robustness"] = {m: float(np.mean(c)) for m, c in curves.items()}
     return report
 
 
-def plot(report: dict, path) -> None:
+def require_matplotlib():
+    """pyplot, or one line saying how to get it: checked before the work whose result it draws."""
     try:
         import matplotlib
 
@@ -107,22 +110,46 @@ def plot(report: dict, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise EdgefusionError("--plot needs matplotlib: pip install 'edgefusion[plot]'") from None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, acc in report["noise"]["accuracy"].items():
-        ax.plot(report["noise"]["levels"], acc, marker="o", label=m)
-    ax.set_xlabel("noise level on one modality (0 = clean, 0.9 = mostly noise)")
-    ax.set_ylabel("accuracy, all sensors present")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(title="noisy modality")
-    ax.set_title("Accuracy under noise (MultiBench-style)")
-    fig.tight_layout()
+    return plt
+
+
+def plot(report: dict, path, bundle: Bundle) -> None:
+    """The noise curves as a PNG at ``path`` (written whole or not at all)."""
+    plt = require_matplotlib()
+    fig = figure(report, bundle)
     try:
-        fig.savefig(path, dpi=120)
+        with atomic_write(path) as f:  # a full disk leaves no half a PNG
+            fig.savefig(f, format="png", dpi=120)
     except OSError as err:
         raise EdgefusionError(f"cannot write the plot to {path}: {err.strerror}") from None
     finally:
         plt.close(fig)
+
+
+def figure(report: dict, bundle: Bundle):
+    """The noise curves, saying what they measure: the bundle, the precision (the curves run on
+    fp32 where the bundle has it), the sample count, and chance (1 / number of labels)."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    levels = report["noise"]["levels"]
+    for m, acc in report["noise"]["accuracy"].items():
+        ax.plot(levels, acc, marker="o", label=m)
+    chance = 1 / len(bundle.labels)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{len(bundle.labels)})")
+    ax.set_xlabel("noise level on one modality (0 = clean, 0.9 = mostly noise)")
+    ax.set_ylabel("accuracy, all sensors present")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    # Beside the axes, not over them: the curves start top left, where a legend inside would sit.
+    ax.legend(title="noisy modality", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    name = bundle.manifest.get("name", bundle.root.name)
+    ax.set_title(
+        f"Accuracy under noise (MultiBench-style)\n{name}, {report['noise']['precision']}, "
+        f"{report['samples']} held-out samples",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def render(report: dict) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 from edgefusion.export import dataset
-from edgefusion.export.compare import graph_digests
+from edgefusion.export.compare import PATTERNS, graph_digests
 from edgefusion.export.models.encoders import LogMelFrontEnd
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.quantize import KEEP_FLOAT, QUANTIZED_OPS
@@ -27,6 +27,7 @@ from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, INTENTS, SAMPLE_RATE, WIDTH
 
 CAMERA_HZ = 30
 AUDIO_WINDOWS_HZ = 10
+NEAR_CHANCE_POINTS = 0.05  # held-out accuracy this close to 1/n_classes: a model that learned nothing
 
 
 def _modalities(rank: int, d_out: int, frontend: LogMelFrontEnd) -> dict:
@@ -71,7 +72,22 @@ def _modalities(rank: int, d_out: int, frontend: LogMelFrontEnd) -> dict:
     return out
 
 
-def build_bundle(runs: Path, dest: Path, report: dict) -> Path:
+def near_chance_warning(report: dict, n_classes: int) -> str | None:
+    """A sentence when the LMF model's fp32 accuracy with every sensor present is within a few
+    points of chance: such a bundle loads and runs, and every result it gives is a guess."""
+    complete = report["models"]["lmf"]["precisions"]["fp32"]["accuracy"][PATTERNS[0]]  # every sensor present
+    chance = 1 / n_classes
+    if complete >= chance + NEAR_CHANCE_POINTS:
+        return None
+    return (
+        f"held-out accuracy {complete:.3f} with every sensor present is near chance (1/{n_classes} = {chance:.3f}): "
+        "the model learned next to nothing; train longer or on more data (--epochs, --train-size)"
+    )
+
+
+def build_bundle(runs: Path, dest: Path, report: dict, name: str, warn=None) -> Path:
+    """The bundle named ``name``; ``warn`` (a line on stderr) is also told when the model is
+    no better than chance, which the manifest then says as well."""
     kdir = kind_dir(runs, "lmf")
     model, ckpt = load_checkpoint(kdir / "checkpoint.pt")
     onnx_dir = kdir / "onnx"
@@ -101,9 +117,12 @@ def build_bundle(runs: Path, dest: Path, report: dict) -> Path:
         for rel in [*graphs.values(), variants[prec]["absent"]]:
             files[rel] = onnx_dir / rel
     calibration = json.loads((onnx_dir / "int8" / "calibration.json").read_text())
+    near_chance = near_chance_warning(report, len(INTENTS))
+    if near_chance and warn is not None:
+        warn(f"WARNING: {dest}: {near_chance}")
     cfg = model.config
     body = {
-        "name": "hri-intent-demo",
+        "name": name,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "edgefusion_version": edgefusion.__version__,
         "labels": list(INTENTS),
@@ -131,6 +150,7 @@ def build_bundle(runs: Path, dest: Path, report: dict) -> Path:
             "agreement_with_fp32": {p: e["agreement"] for p, e in lmf["precisions"].items() if "agreement" in e},
             "fusion_gain": lmf["fusion_gain"],
             "checks": lmf["checks"],
+            "warnings": [near_chance] if near_chance else [],
         },
     }
     return write_bundle(dest, files, body)

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from edgefusion.export import FUSION_KINDS
 
+from edgefusion.args import Parser, new_folder, number, unwritable
 from edgefusion.atomic import atomic_write
 from edgefusion.errors import EdgefusionError, run_cli
 
 PROG = "edgefusion-export"
+HELDOUT_SIZE = 2_000  # held-out samples of `all`, and of `compare` where no earlier report says otherwise
 
 
 def _kinds(value: str) -> list[str]:
@@ -27,20 +29,28 @@ def _kinds(value: str) -> list[str]:
     return kinds
 
 
+def _bundle_name(value: str) -> str:
+    """A bundle's name (the manifest's "name", shown by `edgefusion info` and in STATUS): one
+    short line of printable text."""
+    if not value.strip() or len(value) > 100 or not value.isprintable():
+        raise argparse.ArgumentTypeError(f"{value!r}: give a name of 1 to 100 printable characters")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name: str, help: str, fusion: bool = True) -> argparse.ArgumentParser:
+    def add(name: str, help: str, fusion: bool = True, default_kinds: str = "all") -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument("--runs", type=Path, default=Path("runs"), help="working folder (default: ./runs)")
         if fusion:
             sp.add_argument(
                 "--fusion",
                 type=_kinds,
-                default=_kinds("all"),
+                default=_kinds("all") if default_kinds == "all" else None,
                 metavar="KINDS",
-                help="lmf, early, late, tensor, a comma list, or all (default: all)",
+                help=f"lmf, early, late, tensor, a comma list, or all (default: {default_kinds})",
             )
         return sp
 
@@ -48,8 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         add("train", "train fusion models with modality dropout"),
         add("all", "train, export, quantize, compare, bundle"),
     ):
-        sp.add_argument("--epochs", type=int, default=14)
-        sp.add_argument("--train-size", type=int, default=10_000, help="training samples (default: 10000)")
+        sp.add_argument("--epochs", type=number(1, 1000, integer=True), default=14, help="(default: 14)")
+        sp.add_argument(
+            "--train-size",
+            type=number(64, 1_000_000, integer=True),
+            default=10_000,
+            help="training samples (default: 10000)",
+        )
     add("export", "export trained models to ONNX (opset 17), fp32 and fp16")
     add("quantize", "make INT8 QDQ graphs, calibrated on every presence pattern")
     for name in ("train", "quantize", "all"):
@@ -61,14 +76,24 @@ def _parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="recorded sessions (edgefusion record): added to training; INT8 calibrates on them instead",
         )
-    for sp in (
-        add("compare", "accuracy per precision and presence pattern, fusion size, head latency"),
-        sub.choices["all"],
-    ):
-        sp.add_argument("--heldout-size", type=int, default=2_000, help="held-out samples (default: 2000)")
+    compare = add(
+        "compare",
+        "accuracy per precision and presence pattern, fusion size, head latency",
+        default_kinds="every kind trained in --runs",
+    )
+    for sp, default in ((compare, "the last report's, else 2000"), (sub.choices["all"], str(HELDOUT_SIZE))):
+        sp.add_argument(
+            "--heldout-size",
+            type=number(7, 100_000, integer=True),
+            default=None,
+            help=f"held-out samples (default: {default})",
+        )
         sp.add_argument("--json", action="store_true", help="print the report as JSON")
     for sp in (add("bundle", "write the deployable bundle from the LMF run", fusion=False), sub.choices["all"]):
-        sp.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+        sp.add_argument("--out", type=new_folder, required=True, help="bundle folder to write")
+        sp.add_argument(
+            "--name", type=_bundle_name, default=None, help="the bundle's name (default: the --out folder's name)"
+        )
     return p
 
 
@@ -86,18 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.command
     if cmd == "all" and "lmf" not in args.fusion:
         raise EdgefusionError("all makes a bundle, which is LMF: include lmf in --fusion")
-    if cmd in ("compare", "all") and args.heldout_size < 7:
-        raise EdgefusionError("--heldout-size must be at least 7")
-    if cmd in ("bundle", "all") and not args.out.resolve().parent.is_dir():
-        raise EdgefusionError(f"--out {args.out}: its parent folder does not exist")
+    if args.runs.exists() and not args.runs.is_dir():
+        raise EdgefusionError(f"--runs {args.runs}: a file is there; give the runs folder")
+    problem = unwritable(args.runs) if cmd != "bundle" else None  # every other step writes there
+    if problem:
+        raise EdgefusionError(f"--runs {args.runs}: {problem}; choose a folder you can write")
+    if cmd == "all":
+        args.heldout_size = args.heldout_size or HELDOUT_SIZE
     if cmd in ("train", "all"):
-        if args.epochs < 1 or args.train_size < 64:
-            raise EdgefusionError("--epochs must be >= 1 and --train-size >= 64")
         cfg = pipeline.TrainConfig(epochs=args.epochs)
+        # Training reports held-out accuracy on the very samples `all` then compares on.
+        sizes = pipeline.DataSizes(train=args.train_size, heldout=getattr(args, "heldout_size", None) or HELDOUT_SIZE)
         for kind in args.fusion:
-            pipeline.train_kind(
-                kind, args.runs, cfg, pipeline.DataSizes(train=args.train_size), _log, tuple(args.sessions)
-            )
+            pipeline.train_kind(kind, args.runs, cfg, sizes, _log, tuple(args.sessions))
     if cmd in ("export", "all"):
         for kind in args.fusion:
             _log(f"exported {kind} → {pipeline.export_kind(args.runs, kind)}")
@@ -119,8 +145,27 @@ def main(argv: list[str] | None = None) -> int:
             raise EdgefusionError(f"{report_path} is not valid JSON ({err}); run `{PROG} compare` again") from None
         if not isinstance(report, dict):
             raise EdgefusionError(f"{report_path} is not a compare report; run `{PROG} compare` again")
-        _log(f"bundle → {build_bundle(args.runs, args.out, report)}")
+        name = args.name or args.out.resolve().name
+        _log(f"bundle {name!r} → {build_bundle(args.runs, args.out, report, name, warn=_log)}")
     return 0
+
+
+def _previous_heldout_size(runs: Path) -> int | None:
+    """The held-out size of the report already in ``runs`` (made by `all`, say), so that
+    `compare` again gives the same table, not one on another sample."""
+    try:
+        size = json.loads((runs / "compare.json").read_text())["heldout"]["samples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if type(size) is int and size >= 7 else None
+
+
+def _trained_kinds(runs: Path) -> list[str]:
+    """The fusion kinds with a checkpoint in ``runs``: what `compare` compares by default."""
+    kinds = [k for k in FUSION_KINDS if (runs / k / "checkpoint.pt").is_file()]
+    if not kinds:
+        raise EdgefusionError(f"{runs}: no trained model there; run `{PROG} train` (or `all`) first")
+    return kinds
 
 
 def _compare(args) -> None:
@@ -128,8 +173,10 @@ def _compare(args) -> None:
     from edgefusion.export.bundle import heldout_description
     from edgefusion.export.compare import compare, render_table
 
-    data = dataset.load(dataset.HELDOUT_SEED, args.heldout_size)
-    report = compare(args.runs, args.fusion, data, heldout_description(args.heldout_size))
+    kinds = args.fusion or _trained_kinds(args.runs)
+    size = args.heldout_size or _previous_heldout_size(args.runs) or HELDOUT_SIZE
+    data = dataset.load(dataset.HELDOUT_SEED, size)
+    report = compare(args.runs, kinds, data, heldout_description(size))
     with atomic_write(args.runs / "compare.json") as f:
         f.write(json.dumps(report, indent=1).encode())
     print(json.dumps(report, indent=1) if args.json else render_table(report))

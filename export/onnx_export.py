@@ -21,8 +21,8 @@ from edgefusion.modalities import MODALITIES
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH
 
 OPSET = 17
-# A copy of shared/data/tensorrt-onnx-ops.txt (a test keeps them equal): the exporter refuses a
-# graph TensorRT could not parse here, on the workstation, not on the robot at first boot.
+# TensorRT 8.6's ONNX parser operator list, shipped as package data: the exporter refuses a graph
+# TensorRT could not parse here, on the workstation, not on the robot at first boot.
 TRT_OPS_FILE = Path(__file__).with_name("tensorrt_onnx_ops.txt")
 
 
@@ -37,7 +37,7 @@ def example_inputs(batch: int = 2) -> dict[str, torch.Tensor]:
 
 
 def trt_supported_ops(path: Path = TRT_OPS_FILE) -> set[str]:
-    """Operator names from the shared TensorRT parser list (text after '|' is a restriction note)."""
+    """Operator names from the TensorRT parser list (text after '|' is a restriction note)."""
     ops = set()
     for line in path.read_text().splitlines():
         name = line.split("|")[0].strip()

@@ -94,9 +94,14 @@ def train_kind(
 def load_checkpoint(path: Path) -> tuple[FusionModel, dict]:
     if not Path(path).is_file():
         raise EdgefusionError(f"{path}: no checkpoint there; run `edgefusion-export train` first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = FusionModel(ModelConfig(**ckpt["model"]))
-    model.load_state_dict(ckpt["state_dict"])
+    try:  # any failure here means the file is not what `train` writes (cut short, another file)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = FusionModel(ModelConfig(**ckpt["model"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception:  # torch's own message suggests weights_only=False: not advice to pass on
+        raise EdgefusionError(
+            f"{path}: not a checkpoint written by `edgefusion-export train` (cut short, or another file); train again"
+        ) from None
     return model.eval(), ckpt
 
 

@@ -19,7 +19,7 @@ from edgefusion.bundle import default_bundle_path
         ("[runtime\ntick_hz = 30", ("not valid TOML",)),
         ("[runtime]\ntick = 30", ("unknown key 'tick'", "valid keys")),
         ('[runtime]\ntick_hz = "fast"', ("tick_hz must be a float",)),
-        ("[runtime]\ntick_hz = 0", ("tick_hz must be between 0 and 1000",)),
+        ("[runtime]\ntick_hz = 0", ("tick_hz must be between 0.01 and 1000",)),
         ('[source]\nkind = "replay"', ("path must be a session folder",)),
         ('[camera]\nfilters = ["sharpen"]', ("unknown RealSense filter 'sharpen'",)),
         ("[microphone]\nrate = 5", ("rate must be 0",)),

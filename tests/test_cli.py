@@ -41,7 +41,7 @@ def test_demo_json_survives_faults_and_reports():
     "args, message",
     [
         (["demo", "--faults", "rgb:melt@1-2"], "unknown kind 'melt'"),
-        (["demo", "--seconds", "0"], "--seconds must be > 0"),
+        (["demo", "--seconds", "0"], "argument --seconds: must be a number from 0.001"),
         (["run", "--config", "/nonexistent.toml"], "no such config file"),
         (["info", "--bundle", "/nonexistent"], "/nonexistent"),
     ],
@@ -127,3 +127,116 @@ def test_run_on_real_devices_that_are_not_there_keeps_ticking(tmp_path):
     assert len(results) >= 0.95 * 90
     assert all(r["label"] is None and not any(r["present"].values()) for r in results)
     assert {r["sensors"]["rgb"] for r in results[-10:]} <= {"RECONNECTING", "FAILED"}
+
+
+@pytest.mark.parametrize("args", [["info"], ["info", "--json"], ["doctor"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(args):
+    """`edgefusion info | head -1`: the reader closes the pipe before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgefusion.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()  # before the bundle's hashes are checked: every write then meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+def _signal_handled(pid: int, sig: int) -> bool:
+    """Whether the process has installed a handler for ``sig`` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught >> (sig - 1) & 1)
+
+
+def test_a_sighup_while_starting_is_a_reload_once_running(tmp_path):
+    """A service reloaded right after its start: the SIGHUP comes the moment run can take it,
+    before the bundle is even read. It must not kill the run; the reload follows once it runs."""
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "edgefusion.toml"
+    cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "3"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _signal_handled(proc.pid, signal.SIGHUP):
+        assert proc.poll() is None and time.monotonic() < deadline, "run never took SIGHUP"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = err.splitlines()
+    assert any("SIGHUP while starting" in line for line in lines), err
+    assert any(line.startswith("edgefusion: reloaded ") for line in lines), err
+    assert len(out.read_text().splitlines()) >= 30
+
+
+def test_run_says_what_it_runs_and_what_happened(tmp_path):
+    """The start line and the exit summary on stderr (the journal under systemd): with no
+    result on stdout, a run is otherwise silent."""
+    out = tmp_path / "results.jsonl"
+    cfg = tmp_path / "edgefusion.toml"
+    cfg.write_text(f'[runtime]\ntick_hz = 20\n[source]\nseed = 4\n[output]\nstdout = false\nfile = "{out}"\n')
+    r = _run("run", "--config", str(cfg), "--seconds", "2")
+    assert r.returncode == 0, r.stderr
+    start, end = r.stderr.splitlines()
+    for words in ("running bundle hri-intent-demo", "fp32 on onnxruntime", "20 Hz", "simulated rig (seed 4", str(out)):
+        assert words in start, start
+    ticks = len(out.read_text().splitlines())
+    assert end.startswith("edgefusion: stopped after ") and f": {ticks} ticks (" in end, (end, ticks)
+    for words in ("overruns", "late ticks", "rgb OK", "depth OK", "audio OK", "0 results dropped", "0 sink errors"):
+        assert words in end, end
+
+
+def _without(tmp_path, *modules: str) -> dict:
+    """An environment where ``modules`` fail to import, as when they are not installed."""
+    import os
+
+    blocker = tmp_path / "block"
+    for name in modules:
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('No module named {name}', name='{name}')\n")
+    return {**os.environ, "PYTHONPATH": str(blocker)}
+
+
+def test_eval_plot_without_matplotlib_is_refused_before_any_work(tmp_path):
+    """Refused before even the bundle is read: its error would otherwise come first."""
+    env = _without(tmp_path, "matplotlib")
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "eval", "--plot", str(tmp_path / "p.png"), "--bundle", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 2 and "matplotlib" in r.stderr and "/nonexistent" not in r.stderr, r.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_eval_plot_is_written_and_says_what_it_measured(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "noise.png"
+    r = _run("eval", "--samples", "7", "--precisions", "fp16", "--plot", str(png), "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["noise"]["precision"] == "fp16" and report["plot"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["noise.png"], "no temp file left beside it"
+
+
+def test_the_noise_plot_keeps_its_legend_off_the_curves_and_shows_chance():
+    pytest.importorskip("matplotlib")
+    from edgefusion.bundle import load_bundle
+    from edgefusion.evaluate import NOISE_LEVELS, figure
+
+    bundle = load_bundle(default_bundle_path())
+    curves = {m: [1.0 - 0.05 * k for k in range(len(NOISE_LEVELS))] for m in ("rgb", "depth", "audio")}
+    report = {"samples": 70, "noise": {"levels": list(NOISE_LEVELS), "precision": "int8", "accuracy": curves}}
+    fig = figure(report, bundle)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1, "the legend sits beside the axes"
+    chance = [line for line in ax.get_lines() if set(line.get_ydata()) == {1 / len(bundle.labels)}]
+    assert len(chance) == 1 and "chance" in chance[0].get_label()
+    title = ax.get_title()
+    assert "hri-intent-demo" in title and "int8" in title and "70 held-out samples" in title

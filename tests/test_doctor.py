@@ -61,3 +61,64 @@ def test_the_robots_config_without_the_sensor_libraries_fails(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     failed = {c["name"] for c in json.loads(r.stdout) if c["status"] == "fail"}
     assert failed == {"package pyrealsense2", "package pyaudio"}
+
+
+def _doctor_env(env, *args):
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "doctor", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return r, {c["name"]: c for c in json.loads(r.stdout)}
+
+
+def test_without_the_sensors_extra_every_warning_says_how_to_get_it(tmp_path):
+    """The simulated rig needs no sensor library: warnings, each with the pip line, no failure."""
+    blocker = tmp_path / "block"
+    for name in ("pyrealsense2", "pyaudio", "soxr"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
+    r, checks = _doctor_env({**os.environ, "PYTHONPATH": str(blocker)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("package pyrealsense2", "package pyaudio", "package soxr", "cameras", "microphones"):
+        assert checks[name]["status"] == "warn" and "pip install 'edgefusion[sensors]'" in checks[name]["fix"], name
+
+
+def test_a_folder_not_there_yet_will_be_created_one_under_a_file_cannot(tmp_path):
+    r, checks = _doctor_env({**os.environ, "EDGEFUSION_STATE": str(tmp_path / "new" / "state")})
+    cache = checks["engine cache"]
+    assert cache["status"] == "ok" and "will be created" in cache["detail"] and "not writable" not in cache["detail"]
+    (tmp_path / "file").write_text("x")
+    r, checks = _doctor_env({**os.environ, "EDGEFUSION_STATE": str(tmp_path / "file" / "state")})
+    assert checks["engine cache"]["status"] == "warn" and "not a folder" in checks["engine cache"]["detail"]
+    assert not (tmp_path / "new").exists(), "doctor only looks"
+
+
+def test_a_results_file_where_none_can_be_written_fails(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cfg = tmp_path / "robot.toml"
+    for file, status in ((tmp_path / "file" / "r.jsonl", "fail"), (tmp_path / "later" / "r.jsonl", "ok")):
+        cfg.write_text(f'[output]\nfile = "{file}"\n')
+        r, checks = _doctor_env(dict(os.environ), "--config", str(cfg))
+        assert checks["results folder"]["status"] == status, checks["results folder"]
+        assert r.returncode == (1 if status == "fail" else 0)
+
+
+def test_the_services_status_is_shown_where_systemd_runs_it(tmp_path):
+    """A stand-in systemctl (systemd is not PID 1 here) answering as for a running service."""
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho ActiveState=active\necho 'StatusText=30.0 ticks/s rgb OK depth OK audio STALE'\n")
+    fake.chmod(0o755)
+    r, checks = _doctor_env({**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert checks["service"] == {
+        "name": "service",
+        "status": "ok",
+        "detail": "30.0 ticks/s rgb OK depth OK audio STALE",
+        "fix": "",
+    }
+    fake.write_text("#!/bin/sh\necho ActiveState=inactive\necho StatusText=\n")
+    r, checks = _doctor_env({**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert "service" not in checks, "not running: nothing to show"

@@ -8,7 +8,6 @@ from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from conftest import SHARED  # noqa: E402
 from edgefusion.export.compare import full_scale_audio  # noqa: E402
 from edgefusion.export.evaluate import SplitRunner, monolithic_logits, session  # noqa: E402
 from edgefusion.export.models.model import to_fp16  # noqa: E402
@@ -26,13 +25,21 @@ def _graphs(exported, precision):
     return [p for name, p in exported[precision].items() if name != "absent"]
 
 
-def test_packaged_op_list_is_the_shared_one():
-    assert TRT_OPS_FILE.read_text() == (SHARED / "data" / "tensorrt-onnx-ops.txt").read_text()
+def test_the_op_list_ships_in_the_package_and_reads_as_operators():
+    """The exporter's allow-list is package data (found in a wheel or a clone, nothing beside it)
+    and parses to operator names: the ones our graphs use, not the ones TensorRT 8.6 lacks."""
+    from importlib.resources import files
+
+    packaged = files("edgefusion.export") / "tensorrt_onnx_ops.txt"
+    assert packaged.read_text() == TRT_OPS_FILE.read_text()
+    ops = trt_supported_ops()
+    assert {"Conv", "Gemm", "MatMul", "QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not {"STFT", "DFT"} & ops and all(op.isidentifier() for op in ops)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_graphs_are_opset_17_checker_clean_and_tensorrt_parsable(exported_lmf, precision):
-    allowed = trt_supported_ops(SHARED / "data" / "tensorrt-onnx-ops.txt")
+    allowed = trt_supported_ops()
     graphs = _graphs(exported_lmf[1], precision)
     assert {p.stem for p in graphs} == {*MODALITIES, "head", "monolithic"}
     for path in graphs:

@@ -9,7 +9,6 @@ from edgefusion.modalities import MODALITIES, all_patterns
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from conftest import SHARED  # noqa: E402
 from edgefusion.export.evaluate import session  # noqa: E402
 from edgefusion.export.onnx_export import graph_ops, trt_supported_ops  # noqa: E402
 from edgefusion.export.quantize import KEEP_FLOAT, QUANTIZED_OPS, quantize_graph  # noqa: E402
@@ -66,7 +65,7 @@ def test_qdq_structure(quantized, graph):
             assert all(fed_by_dq), f"{n.name} should be quantized"
             quantized_nodes += 1
     assert quantized_nodes >= 4
-    assert graph_ops(proto) <= trt_supported_ops(SHARED / "data" / "tensorrt-onnx-ops.txt")
+    assert graph_ops(proto) <= trt_supported_ops()
 
 
 def test_int8_encoder_output_stays_close_to_fp32(exported_lmf, quantized, small_batch):
