@@ -184,7 +184,7 @@ def test_delivered_at_16k_with_the_right_pitch_at_any_device_rate(pulse, rate):
     # One window per 0.1 s hop of 16 kHz audio, stamped 0.1 s apart: 16000 samples per second.
     hop_s = (last.t - first.t) / (last.seq - first.seq)
     assert hop_s == pytest.approx(0.1, abs=0.005)
-    assert mic.overflows == 0 and mic.dropped_blocks == 0
+    assert mic.counters["overflows"] == 0 and mic.counters["dropped_blocks"] == 0
 
 
 @rig
