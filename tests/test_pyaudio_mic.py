@@ -264,3 +264,19 @@ def test_capture_fails_when_the_server_dies_and_resumes_when_it_is_back(pulse):
         )
         assert mic.state(1.0)[0] is SensorState.OK
     assert abs(_dominant_hz(got.data) - 440.0) <= 2.0
+
+
+def test_audio_losses_are_counted_and_said_the_1st_2nd_4th_8th_time(capsys):
+    mic = PyAudioMicrophone(MicrophoneConfig(), name="mic")
+    mic.device_name = "USB Audio"
+    for _ in range(9):  # PortAudio's thread counts; the capture thread says it
+        mic.counters["overflows"] += 1
+        mic._say_losses()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit("(", 1)[1] for line in lines] == ["1 so far)", "2 so far)", "4 so far)", "8 so far)"]
+    assert all("microphone mic ('USB Audio'): input overflow, audio lost" in line for line in lines)
+    mic.counters["dropped_blocks"] += 3  # several between two looks: one line, with the count
+    mic._say_losses()
+    assert capsys.readouterr().err.splitlines() == [
+        "edgefusion: microphone mic ('USB Audio'): blocks dropped, capture too slow, audio lost (3 so far)"
+    ]
