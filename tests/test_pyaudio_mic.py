@@ -280,3 +280,20 @@ def test_audio_losses_are_counted_and_said_the_1st_2nd_4th_8th_time(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "edgefusion: microphone mic ('USB Audio'): blocks dropped, capture too slow, audio lost (3 so far)"
     ]
+
+
+@rig
+def test_blocks_the_capture_thread_is_too_slow_for_are_dropped_counted_and_said(pulse, capsys):
+    """A capture thread held up (here: not run at all) for longer than the callback's queue holds:
+    PortAudio's thread goes on, drops what does not fit, and the next capture says so."""
+    from edgefusion.sensors.pyaudio_mic import QUEUE_S
+
+    mic = PyAudioMicrophone(MicrophoneConfig(device="pulse"), name="mic")
+    mic._open()  # the stream runs; no capture thread takes its blocks
+    try:
+        _wait_for(lambda: mic.counters["dropped_blocks"] > 0, QUEUE_S + 5.0, "a full queue dropping blocks")
+        assert mic._capture(1.0) is not None, "the queued audio is still delivered"
+    finally:
+        mic._close()
+    err = capsys.readouterr().err
+    assert "microphone mic ('pulse'): blocks dropped, capture too slow, audio lost (" in err, err

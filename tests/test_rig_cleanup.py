@@ -213,9 +213,10 @@ def test_the_next_start_sweeps_what_a_dead_owner_and_keeper_left(subreaper):
     gone.wait()
     stale = Path(TMP / f"{RUNTIME_PREFIX}{gone.pid}-test")
     stale.mkdir()
+    # A server process whose keeper died: it leads its own group here.
     lingering = subprocess.Popen(
-        ["sleep", "60"], env=dict(os.environ, XDG_RUNTIME_DIR=str(stale)), process_group=0
-    )  # a server process whose keeper died: it leads its own group here
+        ["sleep", "60"], env=dict(os.environ, XDG_RUNTIME_DIR=str(stale)), start_new_session=True
+    )
     (stale / KEEPER_PID_FILE).write_text(str(lingering.pid))
     live = Path(TMP / f"{RUNTIME_PREFIX}{os.getpid()}-test")
     live.mkdir()

@@ -204,7 +204,7 @@ class PulseServer:
             )
         threading.Thread(target=self._reap, args=(daemon,), name="pulse-reaper", daemon=True).start()
         _deadline_poll(self._answers, START_TIMEOUT_S, "server did not answer", self._daemon_died)
-        subprocess.run(["pactl", "set-default-source", self.source], check=True, capture_output=True)
+        self._pactl("set-default-source", self.source).check_returncode()
         self._start_keep_alive()
 
     def _reap(self, daemon: subprocess.Popen) -> None:
@@ -217,7 +217,13 @@ class PulseServer:
             log.warning(f"virtual microphone: the sound server exited on its own (status {daemon.returncode})")
 
     def _answers(self) -> bool:
-        return subprocess.run(["pactl", "info"], capture_output=True, timeout=START_TIMEOUT_S).returncode == 0
+        return self._pactl("info").returncode == 0
+
+    def _pactl(self, *args: str) -> subprocess.CompletedProcess:
+        """pactl, in the keeper's group as well: one the owner's death interrupts is ended too."""
+        return subprocess.run(
+            ["pactl", *args], capture_output=True, timeout=START_TIMEOUT_S, **_in_group(self._keeper.pid)
+        )
 
     def _daemon_died(self) -> str:
         if self._daemon.poll() is None:
