@@ -151,7 +151,11 @@ class PulseServer:
         for folder in sweep_stale():
             log.notice(f"removed {folder}, left by a sound server whose owner was killed")
         self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-"))
-        env = {"XDG_RUNTIME_DIR": str(self.runtime_dir), "PULSE_SERVER": f"unix:{self.runtime_dir}/pulse/native"}
+        env = {
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "PULSE_SERVER": f"unix:{self.runtime_dir}/pulse/native",
+            "PULSE_COOKIE": str(self.runtime_dir / "cookie"),  # each client makes one, by default in ~/.config
+        }
         self._saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         _running.add(self)
@@ -180,7 +184,12 @@ class PulseServer:
     def spawn(self, argv: list[str], **popen) -> subprocess.Popen:
         """Start a process of the server's (the server, a recorder, a player) in the keeper's group."""
         popen.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen(argv, **_in_group(self._keeper.pid), **popen)
+        return subprocess.Popen(argv, env=self._child_env(), **_in_group(self._keeper.pid), **popen)
+
+    def _child_env(self) -> dict[str, str]:
+        """Our environment with HOME in the runtime dir: the server and its tools keep their state
+        and config in ~/.config/pulse, which is the user's, not theirs."""
+        return {**os.environ, "HOME": str(self.runtime_dir)}
 
     def _launch(self) -> None:
         # A killed server leaves its pid file, whose pid may since name another process.
@@ -222,7 +231,11 @@ class PulseServer:
     def _pactl(self, *args: str) -> subprocess.CompletedProcess:
         """pactl, in the keeper's group as well: one the owner's death interrupts is ended too."""
         return subprocess.run(
-            ["pactl", *args], capture_output=True, timeout=START_TIMEOUT_S, **_in_group(self._keeper.pid)
+            ["pactl", *args],
+            capture_output=True,
+            timeout=START_TIMEOUT_S,
+            env=self._child_env(),
+            **_in_group(self._keeper.pid),
         )
 
     def _daemon_died(self) -> str:
