@@ -64,7 +64,9 @@ class Demo:
     def __init__(self, home: Path | None = None):
         env = dict(os.environ, HOME=str(home)) if home else None
         cmd = [sys.executable, "-m", "edgefusion.cli", "demo", "--rig", "virtual", "--seconds", "120", "--json"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # Results go to a file: a pipe nobody reads would fill and hold the loop up.
+        self.results = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdout=self.results, stderr=subprocess.PIPE, env=env)
         self.keeper: int | None = None
 
     def dirs(self) -> list[str]:
@@ -86,7 +88,12 @@ class Demo:
     def running(self) -> None:
         """Wait for the loop's first result line."""
         self.server_starting()
-        assert self.proc.stdout.readline(), self.proc.stderr.read().decode()[-2000:]
+
+        def first_result() -> bool:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+            return os.fstat(self.results.fileno()).st_size > 0
+
+        _until(first_result, 60, "no result line")
 
     def end(self, sig: int) -> int:
         self.proc.send_signal(sig)
@@ -96,6 +103,7 @@ class Demo:
             self.proc.kill()
             pytest.fail(f"{signal.Signals(sig).name} did not end the demo")
         self.stderr = err.decode()
+        self.results.close()
         return self.proc.returncode
 
     def assert_nothing_left(self, reap_orphans: bool = False) -> None:
@@ -141,6 +149,11 @@ def _wait_server_starting(demo: Demo) -> None:
     demo.server_starting()
 
 
+def _wait_server_half_started(demo: Demo) -> None:
+    demo.server_starting()
+    time.sleep(0.8)  # the server answers; its monitor is not flowing yet (that takes ~2 s)
+
+
 def _wait_running(demo: Demo) -> None:
     demo.running()
 
@@ -152,11 +165,23 @@ def _wait_running(demo: Demo) -> None:
         (signal.SIGTERM, _wait_server_starting),
         (signal.SIGHUP, _wait_server_starting),
         (signal.SIGINT, _wait_server_starting),
+        (signal.SIGINT, _wait_server_half_started),
+        (signal.SIGTERM, _wait_server_half_started),
         (signal.SIGTERM, _wait_running),
         (signal.SIGHUP, _wait_running),
         (signal.SIGINT, _wait_running),
     ],
-    ids=["TERM-at-0.3s", "TERM-starting", "HUP-starting", "INT-starting", "TERM-running", "HUP-running", "INT-running"],
+    ids=[
+        "TERM-at-0.3s",
+        "TERM-starting",
+        "HUP-starting",
+        "INT-starting",
+        "INT-half-started",
+        "TERM-half-started",
+        "TERM-running",
+        "HUP-running",
+        "INT-running",
+    ],
 )
 def test_a_signal_at_any_moment_leaves_no_process_zombie_or_dir(subreaper, sig, moment):
     demo = Demo()
@@ -190,7 +215,7 @@ def test_a_sound_server_killed_from_outside_is_reaped_restarted_and_cleaned_at_e
     second = _until(lambda: (pid := server()) != first and pid, 30, "the sound server was not brought back")
     assert second != first
     assert demo.end(signal.SIGTERM) == 0, demo.stderr[-2000:]
-    assert "sound server exited on its own" in demo.stderr
+    assert "sound server exited on its own" in demo.stderr, demo.stderr
     demo.assert_nothing_left()
 
 

@@ -47,9 +47,54 @@ FATAL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # whose default action ends us 
 _running: set[PulseServer] = set()
 
 
-def _deadline_poll(ready, timeout_s: float, what: str, failed=lambda: "") -> None:
+class _Interrupted(BaseException):
+    """A held signal that would end us came during a start: it gives up at a safe point."""
+
+
+class _HeldSignals:
+    """SIGINT, SIGTERM and SIGHUP while a server starts (main thread only). Their default actions
+    would end us mid-``Popen``, between a child's birth and its handle, leaving a child nobody
+    stops; so one that would end us is noted, the start gives up at its next wait (``check``),
+    stops what it started, and then the signal is delivered (``deliver``). A handler of the
+    caller's (the CLI's stop) is called at once: it decides."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.pending: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._hold) for sig in self.SIGNALS}
+        return self
+
+    def _hold(self, sig: int, frame) -> None:
+        previous = self._previous[sig]
+        if callable(previous) and previous not in (signal.default_int_handler, _die_clean):
+            previous(sig, frame)
+        elif previous != signal.SIG_IGN:
+            self.pending.append(sig)
+
+    def check(self) -> None:
+        if self.pending:
+            raise _Interrupted
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def deliver(self) -> None:
+        """The first held signal, as its handler now takes it: death, or KeyboardInterrupt."""
+        signal.raise_signal(self.pending[0])
+        raise KeyboardInterrupt  # a handler that returned (set from C, unknown to Python)
+
+
+def _deadline_poll(ready, timeout_s: float, what: str, failed=lambda: "", held: _HeldSignals | None = None) -> None:
     end = time.monotonic() + timeout_s
     while not ready():
+        if held is not None:
+            held.check()
         why = failed()
         if why or time.monotonic() > end:
             raise EdgefusionError(f"PulseAudio: {what}: {why or f'not within {timeout_s:.0f} s'}")
@@ -133,6 +178,7 @@ class PulseServer:
         self._keep_alive: subprocess.Popen | None = None
         self._keeper: subprocess.Popen | None = None
         self._saved_env: dict[str, str | None] = {}
+        self._held: _HeldSignals | None = None  # during start only: a restart waits out its signals
 
     @property
     def source(self) -> str:
@@ -150,6 +196,27 @@ class PulseServer:
             raise EdgefusionError(f"the virtual audio rig needs {', '.join(missing)}: {APT_PACKAGES}")
         for folder in sweep_stale():
             log.notice(f"removed {folder}, left by a sound server whose owner was killed")
+        held = _HeldSignals()
+        with held:
+            self._held = held
+            try:
+                self._start()
+            except _Interrupted:
+                pass  # stopped below, once the handlers are back
+            except BaseException:
+                self.stop()
+                raise
+            finally:
+                self._held = None
+        _running.add(self)
+        _watch_fatal_signals(True)
+        atexit.register(self.stop)  # an exit that skips the rig's close (an error, a Ctrl-C mid-setup)
+        if held.pending:  # a signal that ends us came during the start: it acts with nothing left behind
+            self.stop()
+            held.deliver()
+        return self
+
+    def _start(self) -> None:
         self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-"))
         env = {
             "XDG_RUNTIME_DIR": str(self.runtime_dir),
@@ -158,16 +225,8 @@ class PulseServer:
         }
         self._saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
-        _running.add(self)
-        _watch_fatal_signals(True)
-        atexit.register(self.stop)  # an exit that skips the rig's close (an error, a Ctrl-C mid-setup)
-        try:
-            self._start_keeper()
-            self._launch()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._start_keeper()
+        self._launch()
 
     def _start_keeper(self) -> None:
         """Only we hold the write end of the keeper's stdin, so it sees the pipe end when we do."""
@@ -212,7 +271,7 @@ class PulseServer:
                 stderr=log_file,
             )
         threading.Thread(target=self._reap, args=(daemon,), name="pulse-reaper", daemon=True).start()
-        _deadline_poll(self._answers, START_TIMEOUT_S, "server did not answer", self._daemon_died)
+        _deadline_poll(self._answers, START_TIMEOUT_S, "server did not answer", self._daemon_died, self._held)
         self._pactl("set-default-source", self.source).check_returncode()
         self._start_keep_alive()
 
@@ -264,7 +323,9 @@ class PulseServer:
             recorder.wait()
 
         threading.Thread(target=drain, name="pulse-keep-alive", daemon=True).start()
-        _deadline_poll(flowing.is_set, START_TIMEOUT_S, "the null sink's monitor gave no audio", self._daemon_died)
+        _deadline_poll(
+            flowing.is_set, START_TIMEOUT_S, "the null sink's monitor gave no audio", self._daemon_died, self._held
+        )
 
     def _end_daemon(self, sig: int) -> None:
         """Send ``sig`` to the server and wait until it is gone (SIGKILL after 5 s)."""

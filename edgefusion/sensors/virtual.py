@@ -16,6 +16,7 @@ freezes it, ``noise`` is played into the room. NaN cannot come out of an 8- or 1
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
 import time
 
@@ -147,7 +148,7 @@ class _MicrophoneDevice:
         self.relaunches += 1
         try:
             self.server.restart()
-        except EdgefusionError as err:  # tried again in a moment: the rig runs on without audio
+        except (EdgefusionError, subprocess.SubprocessError, OSError) as err:  # tried again in a moment
             if log.doubled(self.relaunches - 1, self.relaunches):
                 log.warning(f"virtual microphone: cannot restart the sound server ({self.relaunches} tries): {err}")
         else:
