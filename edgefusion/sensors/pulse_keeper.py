@@ -1,17 +1,18 @@
 """The private sound server's keeper: whatever ends its owner, nothing of the server outlives it.
 
-Run as a script (``python -I -S pulse_keeper.py RUNTIME_DIR``, so that it imports nothing of the
-package) by ``PulseServer``, in a process group of its own: it leads the process group that the server,
-its recorder and its players join, and reads its stdin, a pipe whose only writer is its owner.
-The pipe ends when the owner closes it or dies in any way (SIGKILL included: the kernel closes the
-owner's descriptors); the keeper then SIGKILLs whatever is left of its group and removes the
-runtime dir. A keeper that is itself killed leaves the dir to the next start's sweep
-(``PulseServer.sweep_stale``), which finds the processes by the same ``group_members``.
+``PulseServer`` runs it as a script (``python -I -S pulse_keeper.py RUNTIME_DIR``: it imports
+nothing of the package) leading a process group of its own, which the server, its recorder, its
+players and pactl join. Its stdin is a pipe whose only writer is the owner; the pipe ends when the
+owner closes it or dies in any way (SIGKILL included: the kernel closes the owner's descriptors).
+The keeper then SIGKILLs whatever is left of its group (this is the crash path: the orderly stop
+has already ended everything) and removes the runtime dir. A keeper killed as well leaves both to
+the next start's sweep (``pulse.sweep_stale``), which finds the processes by ``group_members``.
 
-A watcher, not PR_SET_PDEATHSIG: the parent-death signal fires when the *thread* that started a
-child ends (the speaker's and the fault script's threads start players and servers), and it cannot
-remove the runtime dir. The processes stay the owner's children, so the owner reaps them while it
-lives; after a SIGKILL of the owner the kernel hands them to the nearest subreaper (systemd).
+A watcher rather than PR_SET_PDEATHSIG: the parent-death signal fires when the *thread* that
+started a child ends (the speaker's and the microphone-fault threads start players and servers),
+and it cannot remove the runtime dir. The processes stay the owner's children, so the owner reaps
+them while it lives; after a SIGKILL of the owner the kernel hands them to the nearest subreaper
+(systemd on a robot; a container whose init reaps nothing keeps them as zombies).
 """
 
 from __future__ import annotations
