@@ -231,7 +231,7 @@ def test_two_rigs_at_once_keep_to_their_own_and_both_clean_up(subreaper):
     b.assert_nothing_left()
 
 
-def test_the_next_start_sweeps_what_a_dead_owner_and_keeper_left(subreaper):
+def test_the_next_start_sweeps_what_a_dead_owner_and_keeper_left(subreaper, capsys):
     """SIGKILL of owner and keeper together (no one left to clean): the next start's sweep kills
     what runs for the dead owner's dir and removes it; a live owner's dir is not touched."""
     gone = subprocess.Popen(["true"])  # a pid certainly gone
@@ -250,6 +250,7 @@ def test_the_next_start_sweeps_what_a_dead_owner_and_keeper_left(subreaper):
             pass
         assert lingering.wait(timeout=5) == -signal.SIGKILL
         assert not stale.exists()
+        assert f"removed {stale}, left by a sound server whose owner was killed" in capsys.readouterr().err
         assert live.is_dir(), "a running owner's dir was swept"
     finally:
         lingering.kill()
