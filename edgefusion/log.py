@@ -46,3 +46,10 @@ def notice(message: str) -> None:
 
 def info(message: str) -> None:
     say(INFO, message)
+
+
+def doubled(before: int, after: int) -> bool:
+    """Whether a count that went from ``before`` to ``after`` reached its next power of two: an
+    event is said the 1st, 2nd, 4th, 8th... time, so one that repeats for hours says how often
+    without flooding the journal."""
+    return after.bit_length() > before.bit_length()

@@ -184,7 +184,7 @@ def test_delivered_at_16k_with_the_right_pitch_at_any_device_rate(pulse, rate):
     # One window per 0.1 s hop of 16 kHz audio, stamped 0.1 s apart: 16000 samples per second.
     hop_s = (last.t - first.t) / (last.seq - first.seq)
     assert hop_s == pytest.approx(0.1, abs=0.005)
-    assert mic.overflows == 0 and mic.dropped_blocks == 0
+    assert mic.counters["overflows"] == 0 and mic.counters["dropped_blocks"] == 0
 
 
 @rig
@@ -264,3 +264,36 @@ def test_capture_fails_when_the_server_dies_and_resumes_when_it_is_back(pulse):
         )
         assert mic.state(1.0)[0] is SensorState.OK
     assert abs(_dominant_hz(got.data) - 440.0) <= 2.0
+
+
+def test_audio_losses_are_counted_and_said_the_1st_2nd_4th_8th_time(capsys):
+    mic = PyAudioMicrophone(MicrophoneConfig(), name="mic")
+    mic.device_name = "USB Audio"
+    for _ in range(9):  # PortAudio's thread counts; the capture thread says it
+        mic.counters["overflows"] += 1
+        mic._say_losses()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit("(", 1)[1] for line in lines] == ["1 so far)", "2 so far)", "4 so far)", "8 so far)"]
+    assert all("microphone mic ('USB Audio'): input overflow, audio lost" in line for line in lines)
+    mic.counters["dropped_blocks"] += 3  # several between two looks: one line, with the count
+    mic._say_losses()
+    assert capsys.readouterr().err.splitlines() == [
+        "edgefusion: microphone mic ('USB Audio'): blocks dropped, capture too slow, audio lost (3 so far)"
+    ]
+
+
+@rig
+def test_blocks_the_capture_thread_is_too_slow_for_are_dropped_counted_and_said(pulse, capsys):
+    """A capture thread held up (here: not run at all) for longer than the callback's queue holds:
+    PortAudio's thread goes on, drops what does not fit, and the next capture says so."""
+    from edgefusion.sensors.pyaudio_mic import QUEUE_S
+
+    mic = PyAudioMicrophone(MicrophoneConfig(device="pulse"), name="mic")
+    mic._open()  # the stream runs; no capture thread takes its blocks
+    try:
+        _wait_for(lambda: mic.counters["dropped_blocks"] > 0, QUEUE_S + 5.0, "a full queue dropping blocks")
+        assert mic._capture(1.0) is not None, "the queued audio is still delivered"
+    finally:
+        mic._close()
+    err = capsys.readouterr().err
+    assert "microphone mic ('pulse'): blocks dropped, capture too slow, audio lost (" in err, err

@@ -5,11 +5,13 @@ Frames are small (64x48 to 160x120) and few, made here. Waits poll with deadline
 busy 2-core machine; nothing sleeps a fixed time to let something happen.
 """
 
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -159,7 +161,7 @@ def test_a_stalled_camera_goes_stale_then_failed_then_recovers_by_itself():
             assert _wait_for(watch), seen
             assert SensorState.STALE in [state for state, _ in seen], seen  # before FAILED, the last
             assert "no frames in 3 tries" in seen[-1][1], seen
-            assert cam.resets_tried >= 1  # a reset was tried before the last retry
+            assert cam.counters["resets"] == 0  # a software device refuses a reset: none is counted
             assert slowest < 0.25  # the loop's poll never waits for the camera (0.6 s of tries)
             last = cam.read_latest(60.0).seq
 
@@ -178,6 +180,37 @@ def test_a_stalled_camera_goes_stale_then_failed_then_recovers_by_itself():
 N_RECORDED = 12
 _ROWS = ((np.arange(48) + 0.5) * 120 / 48).astype(int)  # the source pixel under each output pixel's centre
 _COLS = ((np.arange(64) + 0.5) * 160 / 64).astype(int)
+
+
+def test_a_hardware_reset_is_counted_and_said_the_1st_2nd_4th_time(capsys):
+    """A software device refuses resets (see above), so a device that takes them stands in."""
+
+    class TakesResets:
+        def hardware_reset(self):
+            pass
+
+    with SoftwareCamera(160, 120, 30) as sw:
+        cam = RealSenseCamera(RealSenseConfig(width=160, height=120, fps=30, retries=3), device=sw.device)
+        cam._frames = types.SimpleNamespace(device=TakesResets())
+        for _ in range(5):  # five cameras gone silent, each reset before its last try
+            cam._misses = 0
+            cam._missed()
+            cam._missed()
+    assert cam.counters["resets"] == 5
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit("(", 1)[1] for line in lines] == ["1 so far)", "2 so far)", "4 so far)"]
+    assert "camera realsense: no frames in 2 tries, hardware reset" in lines[0]
+
+
+def test_librealsense_writes_nothing_in_home(tmp_path):
+    """Its usage report (~/.rum/rum.json, written as a device session ends) goes elsewhere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    code = "from edgefusion.sensors.realsense import SoftwareCamera\nSoftwareCamera(64, 48, 30).close()"
+    env = {**os.environ, "HOME": str(home)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert list(home.iterdir()) == []
 
 
 def _recorded_frame(n: int) -> tuple[np.ndarray, np.ndarray]:

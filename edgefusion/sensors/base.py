@@ -8,6 +8,7 @@ capped backoff, so the loop only ever calls the non-blocking ``read_latest``.
 
 from __future__ import annotations
 
+import collections
 import enum
 import math
 import random
@@ -163,6 +164,7 @@ class Sensor(ABC):
         self.offset_s = offset_s
         self.backoff = backoff
         self.read_timeout_s = read_timeout_s
+        self.counters: collections.Counter[str] = collections.Counter()  # driver events by kind
         self._lock = threading.Lock()
         self._latest: Sample | None = None
         self._seq = 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.base import SensorGone
 from edgefusion.sensors.microphone import MicrophoneSensor
@@ -258,9 +259,11 @@ class PyAudioMicrophone(MicrophoneSensor):
     """A PortAudio input device as the audio sensor: windows of ``window_s`` at 16 kHz, mono,
     float32 in int16 units, each stamped with its last sample's capture time.
 
-    ``overflows`` counts blocks PortAudio flagged as overflowed (samples lost before they reached
-    us) and ``dropped_blocks`` those the capture thread was too slow to take: both are gaps in the
-    audio, counted rather than raised, as a loop that must keep running needs.
+    ``counters["overflows"]`` counts blocks PortAudio flagged as overflowed (samples lost before
+    they reached us), ``counters["dropped_blocks"]`` those the capture thread was too slow to take
+    and ``counters["device_errors"]`` stream errors taken as a lost device: gaps in the audio,
+    counted and logged (the 1st, 2nd, 4th... time) rather than raised, as a loop that must keep
+    running needs. PortAudio's thread only counts; the capture thread says it.
     """
 
     def __init__(
@@ -276,8 +279,7 @@ class PyAudioMicrophone(MicrophoneSensor):
         super().__init__(
             name, SAMPLE_RATE, window_s, hop_s, block=round(self.config.block_ms * SAMPLE_RATE / 1000), **kw
         )
-        self.overflows = 0
-        self.dropped_blocks = 0
+        self._said: dict[str, int] = {}  # counts of the losses as last logged
         self.device_name = ""  # of the device opened last
         self.device_rate = 0
         self._pa = self._pa_stream = None
@@ -336,20 +338,21 @@ class PyAudioMicrophone(MicrophoneSensor):
         abort the stream on an exception)."""
         arrival = time.monotonic()
         if status & self._overflow_flag:
-            self.overflows += 1
+            self.counters["overflows"] += 1
         t_first = self._clock.first_sample(
             frames, time_info["input_buffer_adc_time"], time_info["current_time"], arrival
         )
         try:
             self._queue.put_nowait((data, t_first + frames / self._clock.rate))
         except queue.Full:
-            self.dropped_blocks += 1
+            self.counters["dropped_blocks"] += 1
         return None, 0  # paContinue
 
     def _capture(self, timeout_s: float) -> tuple[np.ndarray, float] | None:
         """One block of exactly ``self.block`` samples at 16 kHz. The resampler's output comes in
         uneven bursts (hundreds of samples, then none); evened out, a window is published every hop
         of audio rather than every hop plus part of a burst."""
+        self._say_losses()
         deadline = time.monotonic() + timeout_s
         while len(self._pending) < self.block:
             try:
@@ -369,12 +372,20 @@ class PyAudioMicrophone(MicrophoneSensor):
         out, self._pending = self._pending[: self.block], self._pending[self.block :]
         return out, self._pending_end - len(self._pending) / SAMPLE_RATE
 
+    def _say_losses(self) -> None:
+        for kind, what in (("overflows", "input overflow"), ("dropped_blocks", "blocks dropped, capture too slow")):
+            count, before = self.counters[kind], self._said.get(kind, 0)
+            if log.doubled(before, count):
+                log.warning(f"microphone {self.name} ({self.device_name!r}): {what}, audio lost ({count} so far)")
+            self._said[kind] = count
+
     def _check_alive(self) -> None:
         """A device that vanished either stops the stream (a host error ends PortAudio's callback
         thread) or just stops calling back: both are SensorGone, so the base reopens."""
         try:
             active = self._pa_stream.is_active()
         except OSError as err:  # -9988 "Stream closed" and kin
+            self.counters["device_errors"] += 1
             raise SensorGone(f"audio stream error: {err}") from None
         if not active:
             raise SensorGone(f"audio stream of {self.device_name!r} stopped (device lost or host error)")

@@ -9,6 +9,9 @@ in metres with 0 for "no data", at the model's input size.
 from __future__ import annotations
 
 import math
+import os
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.base import Sensor, SensorGone, SensorState
 from edgefusion.task.scenes import HEIGHT, WIDTH
@@ -27,6 +31,7 @@ FILTERS = ("spatial", "temporal", "hole_filling")
 
 
 def import_realsense():
+    _home_of_our_own()
     try:
         import pyrealsense2 as rs
     except ImportError as err:  # also a missing libusb-1.0.so.0 behind an installed wheel
@@ -35,6 +40,26 @@ def import_realsense():
             "libusb-1.0-0); on a Jetson build librealsense with -DBUILD_PYTHON_BINDINGS=ON"
         ) from err
     return rs
+
+
+def _home_of_our_own() -> None:
+    """Point HOME at a private folder before pyrealsense2 loads: librealsense (>= 2.59, built with
+    ENABLE_STATS) writes a usage report ("RUM") to ``$HOME/.rum/rum.json`` each time a device
+    session ends and at exit, reading HOME each time, and no setting turns it off
+    (RS2_RUM_CLOUD_ENABLED governs only its upload). The folder is one per user under the temp dir,
+    reused by every run (nothing accumulates), and so the sound server's cookie and onnxruntime's
+    device id land there too rather than in the service user's home. Where it cannot be ours
+    (another user made it), HOME names a path no folder can be made in, and nothing is written."""
+    home = Path(tempfile.gettempdir()) / f"edgefusion-home-{os.getuid()}"
+    if os.environ.get("HOME") == str(home):
+        return
+    try:
+        home.mkdir(mode=0o700, exist_ok=True)
+        info = home.lstat()
+        ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    except OSError:
+        ours = False
+    os.environ["HOME"] = str(home) if ours else os.devnull
 
 
 def _sdk_version(rs) -> tuple[int, int]:
@@ -305,7 +330,6 @@ class RealSenseCamera(Sensor):
             raise EdgefusionError("a software RealSense needs pyrealsense2 >= 2.56 (pipeline.set_device)")
         self.config = config
         self.depth = self._stream("depth")
-        self.resets_tried = 0  # hardware resets sent to a camera that stopped sending
         self._device = device
         self._pipe = self._frames = None
         self._misses = 0
@@ -368,12 +392,16 @@ class RealSenseCamera(Sensor):
             raise SensorGone(f"no frames in {self._misses} tries")
         note = ""
         if self._misses == retries - 1:
-            self.resets_tried += 1
-            note = "; hardware reset sent"
             try:
                 self._frames.device.hardware_reset()
             except RuntimeError:  # a software or playback device has no reset
-                note = ""
+                pass
+            else:
+                self.counters["resets"] += 1
+                note = "; hardware reset sent"
+                n = self.counters["resets"]
+                if log.doubled(n - 1, n):
+                    log.warning(f"camera {self.name}: no frames in {self._misses} tries, hardware reset ({n} so far)")
         self._set_state(SensorState.OK, f"no frame in {self._misses} of {retries} tries{note}")
 
     def _close(self) -> None:

@@ -16,11 +16,13 @@ freezes it, ``noise`` is played into the room. NaN cannot come out of an 8- or 1
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
 import time
 
 import numpy as np
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.faults import JUMP_S, Fault, active_fault, parse_faults
@@ -97,17 +99,20 @@ def _speech(scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...]):
             yield chunk
 
 
-class _MicrophoneFaults:
-    """Kills or freezes the sound server while the script says so, from a thread."""
+class _MicrophoneDevice:
+    """Kills or freezes the sound server while the script says so, and brings back one that exited
+    on its own (a crash, or killed from outside) as a replugged microphone comes back, from a thread."""
+
+    RELAUNCH_S = 1.0  # between tries to bring back a server that exited on its own
 
     def __init__(self, server, clock: RigClock, faults: tuple[Fault, ...]):
         self.server, self.clock, self.faults = server, clock, faults
+        self.relaunches = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="virtual-mic-faults", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="virtual-mic-device", daemon=True)
 
     def start(self) -> None:
-        if any(f.modality == "audio" and f.kind in ("stop", "stall") for f in self.faults):
-            self._thread.start()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,19 +124,35 @@ class _MicrophoneFaults:
         while not self._stop.wait(0.05):
             kind = active_fault(self.faults, "audio", self.clock.elapsed())
             kind = kind if kind in ("stop", "stall") else None
-            if kind == current:
-                continue
-            if current == "stop":
-                self.server.restart()
-            elif current == "stall":
-                self.server.thaw()
-            if kind == "stop":
-                self.server.kill()
-            elif kind == "stall":
-                self.server.freeze()
-            current = kind
+            if kind != current:
+                self._enter(current, kind)
+                current = kind
+            elif current != "stop" and self.server.exited is not None:
+                self._relaunch()
         if current == "stall":
             self.server.thaw()
+
+    def _enter(self, current: str | None, kind: str | None) -> None:
+        if current == "stop":
+            self.server.restart()
+        elif current == "stall":
+            self.server.thaw()
+        if kind == "stop":
+            self.server.kill()
+        elif kind == "stall":
+            self.server.freeze()
+
+    def _relaunch(self) -> None:
+        if self._stop.wait(self.RELAUNCH_S):
+            return
+        self.relaunches += 1
+        try:
+            self.server.restart()
+        except (EdgefusionError, subprocess.SubprocessError, OSError) as err:  # tried again in a moment
+            if log.doubled(self.relaunches - 1, self.relaunches):
+                log.warning(f"virtual microphone: cannot restart the sound server ({self.relaunches} tries): {err}")
+        else:
+            log.notice("virtual microphone: sound server restarted")
 
 
 def virtual_rig(cfg, labels: tuple[str, ...]):
@@ -167,18 +188,18 @@ def virtual_rig(cfg, labels: tuple[str, ...]):
         sensors[m].offset_s = cfg.sensors[m].offset_ms / 1000
     feeder = _CameraFeeder(software, scenario, clock, faults)
     speaker = Speaker(server, _speech(scenario, clock, faults))
-    mic_faults = _MicrophoneFaults(server, clock, faults)
+    mic_device = _MicrophoneDevice(server, clock, faults)
 
     def start() -> float:
         t0 = clock.start()
         feeder.start()
         speaker.start()
-        mic_faults.start()
+        mic_device.start()
         return t0
 
     def close() -> None:
         try:
-            for part in (mic_faults, feeder, speaker):
+            for part in (mic_device, feeder, speaker):
                 part.stop()
         finally:  # the sound server is a process of its own: never left behind
             server.stop()
