@@ -46,8 +46,14 @@ def make_rig(cfg, labels: tuple[str, ...]) -> Rig:
     raise EdgefusionError(f"unknown source kind {kind!r}")  # config validation keeps this unreachable
 
 
-def scenario_truth(scenario, labels: tuple[str, ...]) -> Truth:
-    return lambda t: (labels[scenario.intent_at(t)], t % scenario.segment_s)
+def scenario_truth(scenario, labels: tuple[str, ...]) -> Truth | None:
+    """What the simulated person asks for, where the bundle's labels are the built-in task's
+    intents: a bundle of a user's own task runs on the simulated rigs too, unscored."""
+    from edgefusion.task import INTENTS
+
+    if tuple(labels) != tuple(INTENTS):
+        return None
+    return lambda t: (INTENTS[scenario.intent_at(t)], t % scenario.segment_s)
 
 
 def _simulated(cfg, labels) -> Rig:
