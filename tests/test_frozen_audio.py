@@ -6,10 +6,14 @@ test's thread with capture times in the past, so every case is exact and quick; 
 rig's frozen microphone through the whole runtime is in test_fault_matrix.py.
 """
 
+import importlib.util
+import itertools
+import shutil
 import time
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from edgefusion.sensors.base import FROZEN_DEPTH, SensorState
 from edgefusion.sensors.microphone import SILENT_AFTER_S, MicrophoneSensor
@@ -133,3 +137,43 @@ def test_a_frozen_camera_cycle_is_caught_too():
     repeats = verdicts[10:]
     passed = FROZEN_AFTER - 2  # the original frame and FROZEN_AFTER - 2 repeats pass
     assert repeats[:passed] == [None] * passed and set(repeats[passed:]) == {"frozen"}
+
+
+# -- through the real libraries: PortAudio capturing a private PulseAudio's null sink --------------
+
+needs_pulse = pytest.mark.skipif(
+    importlib.util.find_spec("pyaudio") is None or shutil.which("pulseaudio") is None,
+    reason="needs pyaudio and PulseAudio (the sensors extra and pulseaudio pulseaudio-utils libasound2-plugins)",
+)
+
+
+@needs_pulse
+@pytest.mark.parametrize("rate, cycle", [(SAMPLE_RATE, 3), (48000, 1)])  # 48 kHz: resampled by soxr
+def test_a_stuck_ring_played_into_a_real_capture_path_is_caught(rate, cycle):
+    """The speaker plays the scenario's speech, then its last ``cycle`` 10 ms blocks for ever (a
+    stuck DMA ring on the far side of a real PortAudio stream): the microphone stays OK, drops
+    the repeated blocks and the audio is absent soon after."""
+    from edgefusion.sensors.pulse import PulseServer, Speaker
+    from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
+
+    frozen_at = []
+
+    def feed():
+        blocks = _speech(seed=3, seconds=3.0, block=160)
+        yield from blocks
+        frozen_at.append(time.monotonic())
+        yield from itertools.cycle(blocks[-cycle:])
+
+    with PulseServer(sink="edgefusion_frozen") as server, Speaker(server, feed=feed()):
+        mic = PyAudioMicrophone(MicrophoneConfig(device="pulse", rate=rate), read_timeout_s=0.2)
+        mic.connect()
+        try:
+            assert wait_for(lambda: mic.read_latest(MAX_AGE_S) is not None, 10.0), "live speech is present"
+            assert wait_for(lambda: frozen_at and mic.read_latest(MAX_AGE_S) is None, 10.0), "frozen: absent"
+            absent_after = time.monotonic() - frozen_at[0]
+            time.sleep(1.0)
+            assert mic.read_latest(MAX_AGE_S) is None, "and absent it stays"
+            assert mic.dropped["frozen"] > 50 and mic.state(10.0)[0] is SensorState.OK
+        finally:
+            mic.disconnect()
+    assert absent_after < 2.0, absent_after  # generous: the sink's latency and a busy machine
