@@ -257,7 +257,7 @@ class Sensor(ABC):
         self._thread: threading.Thread | None = None
         self.guard = SampleGuard(VALID_RANGE[self.modality], self.modality)
         self.counters: collections.Counter[str] = collections.Counter()
-        self._log = StateLog(name, self._state, self._reason)
+        self._log = StateLog(name, SensorState.OK)  # said from the first change away from what is expected
         self._views: list[StreamView] = []
         # Called on the capture thread with every new sample (a session recorder's tap): it
         # must be quick and must not keep ``data`` past the call without copying it.
@@ -337,10 +337,11 @@ class Sensor(ABC):
         if tap is not None:
             tap(sample)
 
-    def _set_state(self, state: SensorState, reason: str) -> None:
+    def _set_state(self, state: SensorState, reason: str, say: bool = True) -> None:
+        """Set the health the loop sees; a change is counted and said (see StateLog)."""
         with self._lock:
             self._state, self._reason = state, reason
-        if self._log.changed(state, reason):
+        if say and self._log.changed(state, reason):
             self.counters["state_changes"] += 1
 
     def _opened(self) -> None:
@@ -380,6 +381,8 @@ class Sensor(ABC):
                     if got is not None:
                         self._publish(*got)
                         attempt = 0
+                    elif not self._reason:  # said once a stall begins; a good sample ends it
+                        self._set_state(SensorState.OK, f"stalled: no sample within {self.read_timeout_s:g} s")
             except Exception as err:  # the device is gone: close, report, retry
                 self.counters["device_errors"] += 1
                 self._set_state(SensorState.FAILED, f"{type(err).__name__}: {err}; reopening")
@@ -390,10 +393,9 @@ class Sensor(ABC):
                     self._close()
                 except Exception:  # closing a dead device may fail too; the next open decides
                     pass
-            if not self._stop.is_set():
-                self._set_state(SensorState.RECONNECTING, "reopening")
-        with self._lock:  # a requested stop: no fault, so not said
-            self._state, self._reason = SensorState.FAILED, "disconnected"
+            if not self._stop.is_set():  # not said: the FAILED line said so, the open's outcome follows
+                self._set_state(SensorState.RECONNECTING, "reopening", say=False)
+        self._set_state(SensorState.FAILED, "disconnected", say=False)  # a requested stop is no fault
 
 
 class StreamView:
