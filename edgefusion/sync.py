@@ -22,7 +22,7 @@ import numpy as np
 
 from edgefusion.backends.base import Backend
 from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.base import Sample, SampleSource, SensorState
+from edgefusion.sensors.base import ABSENT_STATES, Sample, SampleSource, SensorState
 
 COPY_TRIES = 3  # copies of a view that a capture burst may tear before the tick gives up on it
 
@@ -53,6 +53,8 @@ class Synchronizer:
                 states[i], sample_t[i] = SensorState.FAILED, None
                 continue
             sample, states[i], _ = sensor.poll(self.max_age[i], now)
+            if states[i] in ABSENT_STATES:  # a dead device's last sample, young by its offset or not
+                sample = None
             copied = False
             if sample is not None and sample.seq != last[i]:
                 sample = self._copy_in(i, sensor, sample, now)
@@ -72,8 +74,8 @@ class Synchronizer:
                 self._last_seq[i] = sample.seq
                 return sample
             self.torn += 1
-            newer = sensor.poll(self.max_age[i], now)[0]
-            if newer is None:
+            newer, state, _ = sensor.poll(self.max_age[i], now)
+            if newer is None or state in ABSENT_STATES:
                 break
             sample = newer
         self._last_seq[i] = 0  # the buffer holds no whole sample: the next one is fresh, whatever it is

@@ -137,7 +137,7 @@ class _Burst(MicrophoneSensor):
     def __init__(self):
         super().__init__("burst", sample_rate=16000, window_s=1.0, block=160)
         self.n = 0
-        self._t = time.monotonic() - 100.0
+        self._t = 0.0
 
     def _open(self):
         pass
@@ -145,7 +145,7 @@ class _Burst(MicrophoneSensor):
     def _capture(self, timeout_s):
         block = (np.arange(self.n, self.n + 160) % RAMP - RAMP // 2).astype(np.float32)
         self.n += 160
-        self._t += 0.01
+        self._t = max(self._t + 1e-9, time.monotonic())  # a backlog's blocks arrive now, in order
         return block, self._t
 
     def _close(self):
@@ -153,9 +153,10 @@ class _Burst(MicrophoneSensor):
 
 
 class _Preempted(_Burst):
-    """The reading thread loses the CPU for a moment right after it was handed a window (a busy
-    robot's scheduler, or the interpreter's switch interval), while capture drains its backlog:
-    at every other poll, so the retry of a torn copy may find the CPU again."""
+    """The reading thread loses the CPU right after it was handed a window (a busy robot's
+    scheduler, or the interpreter's switch interval) for as long as capture, draining its
+    backlog, takes to write over that window: at every other poll, so the retry of a torn copy
+    may find the CPU again."""
 
     polls = 0
 
@@ -163,7 +164,8 @@ class _Preempted(_Burst):
         got = super().poll(max_age_s, now)
         self.polls += 1
         if self.polls % 2:
-            time.sleep(0.002)
+            overwritten = self._ring.written + self._ring.size - self._ring.window + 1
+            assert wait_for(lambda: self._ring.claimed >= overwritten, 5.0), "capture runs on"
         return got
 
 

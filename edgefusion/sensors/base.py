@@ -71,6 +71,8 @@ class SampleSource(Protocol):
     def poll(self, max_age_s: float, now: float | None = None) -> tuple[Sample | None, SensorState, str]: ...
 
 
+# A sensor in these states is absent to the model whatever the age of its last sample (sync.py);
+# ``read_latest`` still hands that sample out, for a look at what the device gave last.
 ABSENT_STATES = (SensorState.FAILED, SensorState.RECONNECTING)
 
 
@@ -83,10 +85,7 @@ def _fresh_enough(sample: Sample, max_age_s: float, now: float) -> bool:
 def _as_seen(
     latest: Sample | None, state: SensorState, reason: str, max_age_s: float, now: float | None
 ) -> tuple[Sample | None, SensorState, str]:
-    """A FAILED or RECONNECTING sensor hands out nothing, whatever the age of its last sample; a
-    connected one whose newest sample is too old is STALE, and hands out nothing either."""
-    if state in ABSENT_STATES:
-        return None, state, reason
+    """A connected sensor whose newest sample is too old is STALE, and hands out nothing."""
     now = time.monotonic() if now is None else now
     if latest is not None and _fresh_enough(latest, max_age_s, now):
         return latest, state, reason
@@ -220,11 +219,14 @@ class StateLog:
 
     def __init__(self, name: str, state: SensorState, reason: str = ""):
         self.name = name
-        self._current = (state, reason)  # as it starts: not said
+        self._as_given = self._current = (state, reason)  # as it starts: not said
         self._times: collections.Counter[tuple[SensorState, str]] = collections.Counter()
 
     def changed(self, state: SensorState, reason: str) -> bool:
         """Record ``state`` with ``reason``; True (and said, if due) when it differs from before."""
+        if (state, reason) == self._as_given:  # the common case, per sample: no regex
+            return False
+        self._as_given = (state, reason)
         key = (state, re.sub(r"\d+(\.\d+)?", "#", reason))
         if key == self._current:
             return False
