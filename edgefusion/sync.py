@@ -11,7 +11,8 @@ is absent (microphone.py says why).
 
 A sample whose data is a view into a buffer its capture thread goes on writing (the
 microphone's ring) is checked after the copy; a torn copy is retried on the newest sample, and
-if capture outruns every try, the modality is absent for this tick and copied at the next.
+if capture outruns every try, the modality is absent for this tick and copied at the next. Each
+torn copy is counted in the sensor's ``counters["torn_copies"]``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ class Synchronizer:
         self.buffers = [backend.input_buffer(m)[0] for m in MODALITIES]
         self.state = SyncState()
         self._last_seq = [0] * len(MODALITIES)
-        self.torn = 0  # copies found torn by a capture burst (each retried)
 
     def update(self, now: float) -> SyncState:
         s = self.state
@@ -73,7 +73,7 @@ class Synchronizer:
             if sample.intact is None or sample.intact():
                 self._last_seq[i] = sample.seq
                 return sample
-            self.torn += 1
+            sensor.counters["torn_copies"] += 1  # this thread's key alone: no race with the capture thread's
             newer, state, _ = sensor.poll(self.max_age[i], now)
             if newer is None or state in ABSENT_STATES:
                 break

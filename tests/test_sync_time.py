@@ -189,7 +189,7 @@ def test_audio_windows_copied_during_a_capture_burst_are_never_torn():
         mic.disconnect()
     assert copied >= 10, f"{copied} windows copied while {mic.n} samples were captured"
     assert mic.n > 10 * 16000, "capture ran well ahead of real time"
-    assert sync.torn > 0, "copies were torn by the burst, and each was caught"
+    assert mic.counters["torn_copies"] > 0, "copies were torn by the burst, and each was caught"
 
 
 class _BurstOnRead(_Burst):
@@ -220,7 +220,7 @@ def test_a_torn_copy_is_retried_on_the_newest_window_or_left_absent(bursts, fres
     audio = MODALITIES.index("audio")
     mic.bursts = bursts
     st = sync.update(time.monotonic())
-    assert sync.torn >= 1
+    assert mic.counters["torn_copies"] >= 1
     assert st.fresh[audio] is fresh and st.present[audio] is fresh
     if fresh:
         assert (np.diff(buffers.buffers["audio"][0]) % RAMP == 1).all(), "the retried copy is whole"

@@ -56,8 +56,9 @@ class SampleSource(Protocol):
 
     modality: str
     dropped: dict[str, int]  # samples dropped by kind (nonfinite, range, frozen, clock)
-    # Events by kind: state_changes, reconnects, device_errors, open_failures, silent_windows, and
-    # the drivers' own (overflows, dropped_blocks, resets). For STATUS, doctor and the run summary.
+    # Events by kind: state_changes, reconnects, device_errors, open_failures, silent_windows,
+    # torn_copies (sync.py), and the drivers' own (overflows, dropped_blocks, resets). For STATUS,
+    # doctor and the run summary.
     counters: collections.Counter[str]
 
     def connect(self) -> None: ...
