@@ -107,9 +107,12 @@ class MicrophoneSensor(Sensor):
             self._publish_window(t)
 
     def _publish_window(self, t: float) -> None:
+        """The newest window, with its sequence check; silent (said in the state's reason) when
+        its newest SILENT_AFTER_S are digital silence."""
         silent = self._silence >= self._silent_after
-        reason = f"digital silence for {self._silence / self.sample_rate:.1f} s (a muted or idle input)"
+        reason = ""
         if silent:
             self.counters["silent_windows"] += 1
+            reason = f"digital silence for {self._silence / self.sample_rate:.1f} s (a muted or idle input)"
         intact = functools.partial(self._ring.intact, self._ring.written)
-        self._store(self._ring.latest(), t, reason if silent else "", silent=silent, intact=intact)
+        self._store(self._ring.latest(), t, reason, silent=silent, intact=intact)
