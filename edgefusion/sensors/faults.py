@@ -40,7 +40,7 @@ class Fault:
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:
     """Parse a fault SPEC; a malformed item is a one-line error that shows the expected form."""
-    faults = []
+    faults: list[Fault] = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         try:
             target, when = item.split("@")
