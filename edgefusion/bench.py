@@ -17,6 +17,7 @@ import gc
 import resource
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ class _Replay:
     """A SampleSource replaying from memory, advanced by the benchmark's robot clock (no thread)."""
 
     dropped: dict[str, int] = {}  # replayed from memory: nothing to drop
+    counters: Counter[str] = Counter()  # no device: no events (the SampleSource protocol's)
 
     def __init__(self, modality: str, frames: np.ndarray, every: int):
         self.modality, self.every = modality, every

@@ -22,12 +22,30 @@ def test_fault_spec_parses():
         ("rgb:explode@1-2", "unknown kind 'explode'"),
         ("rgb:stop@5-2", "START < END"),
         ("rgb:stop@a-b", "not MODALITY:KIND@START-END"),
+        ("rgb:stop@1-3,rgb:nan@2-4", r"fault 'rgb:nan@2-4' overlaps rgb:stop@1-3: one fault at a time per modality"),
+        ("audio:frozen@1-9,audio:frozen@2-3", "overlaps audio:frozen@1-9"),
+        ("depth:noise@4-6,rgb:stop@0-9,depth:stall@0-4.5", "overlaps depth:noise@4-6"),
     ],
 )
 def test_bad_fault_spec_is_one_clear_line(spec, message):
     with pytest.raises(EdgefusionError, match=message) as err:
         parse_faults(spec)
     assert "\n" not in str(err.value)
+
+
+def test_faults_may_meet_on_one_modality_and_overlap_across_modalities():
+    faults = parse_faults("rgb:stop@1-3,rgb:frozen@3-4,audio:frozen@2-5,depth:nan@0-9")
+    assert [active_fault(faults, "rgb", t) for t in (2.9, 3.0, 4.0)] == ["stop", "frozen", None]
+    assert active_fault(faults, "audio", 2.5) == "frozen" and active_fault(faults, "depth", 2.5) == "nan"
+
+
+def test_overlapping_faults_are_refused_by_the_cli_in_one_line(tmp_path):
+    from cli_check import cli, refused
+
+    refused(cli("demo", "--faults", "rgb:stop@1-3,rgb:frozen@2-4", "--seconds", "1"), "overlaps rgb:stop@1-3")
+    config = tmp_path / "robot.toml"
+    config.write_text('[source]\nfaults = "audio:nan@0-2,audio:stall@1-3"\n[output]\nstdout = false\n')
+    refused(cli("run", "--config", str(config), "--seconds", "1"), "audio:stall@1-3", "overlaps audio:nan@0-2")
 
 
 def test_config_defaults_and_overrides(tmp_path):

@@ -2,7 +2,8 @@
 
 For each scenario: no exception escapes; ticks stay >= 95 % of the nominal rate; the presence
 mask is right within 2 ticks of the fault becoming visible (a stopped stream is visible once its
-newest sample passes the age limit; a frozen one once 3 identical frames came); the modality is
+newest sample passes the age limit; a frozen one once 3 identical frames or 2 identical audio
+blocks came, then its last good sample passes the age limit); the modality is
 back within 2 s of the device returning. The virtual rig's real-library faults are in
 test_virtual_rig.py; a failing sink, a SIGKILL and a damaged bundle at reload are below.
 """
@@ -23,7 +24,7 @@ from edgefusion.config import Config
 from edgefusion.loop import Runtime
 from edgefusion.modalities import MODALITIES
 from edgefusion.rigs import make_rig
-from edgefusion.sensors.base import FROZEN_AFTER
+from edgefusion.sensors.base import FROZEN_AFTER, FROZEN_AUDIO_AFTER, SensorState
 from edgefusion.sinks import RotatingFileSink, Sink
 
 TICK_HZ = 30.0
@@ -37,6 +38,11 @@ SCENARIOS = {
     "microphone stalls": ("audio:stall@{a}-{b}", ("audio",)),
     "everything dies": ("rgb:stop@{a}-{b},depth:stop@{a}-{b},audio:stop@{a}-{b}", MODALITIES),
     "frozen frames": ("depth:frozen@{a}-{b}", ("depth",)),
+    "frozen microphone": ("audio:frozen@{a}-{b}", ("audio",)),
+    "frozen microphone while the camera stops": (
+        "rgb:stop@{a}-{b},depth:stop@{a}-{b},audio:frozen@{a}-{b}",
+        MODALITIES,
+    ),
     "NaN frames": ("rgb:nan@{a}-{b}", ("rgb",)),
     "NaN audio": ("audio:nan@{a}-{b}", ("audio",)),
     "timestamps jump back and forward": ("rgb:jump@{a}-{b}", ("rgb",)),
@@ -60,9 +66,13 @@ def bundle():
     return load_bundle(default_bundle_path())
 
 
-def _run(bundle, faults: str, sinks=(), seconds: float = RUN_S) -> tuple[list[dict], float, Runtime]:
+def _run(
+    bundle, faults: str, sinks=(), seconds: float = RUN_S, offset_ms: float = 0.0
+) -> tuple[list[dict], float, Runtime]:
     cfg = Config()
     cfg.source.faults = faults
+    for m in MODALITIES:
+        cfg.sensors[m].offset_ms = offset_ms
     rig = make_rig(cfg, bundle.labels)
     backend = make_backend("onnxruntime", bundle, "fp32")
     collect = _Collect()
@@ -86,7 +96,7 @@ def _visible_after(modalities, faults: str) -> float:
     max_age = Config().max_age_s()
     lag = max(max_age[m] for m in modalities)
     if "frozen" in faults:
-        lag = max(lag, FROZEN_AFTER / 30.0 + max_age["depth"])
+        lag = max(lag, FROZEN_AFTER / 30.0 + max_age["depth"], FROZEN_AUDIO_AFTER * 0.01 + max_age["audio"])
     return lag + 2 / TICK_HZ
 
 
@@ -114,6 +124,18 @@ def test_fault_matrix(bundle, name):
     if name.startswith("NaN") or name.startswith("frozen") or name.startswith("timestamps"):
         kind = {"N": "nonfinite", "f": "frozen", "t": "clock"}[name[0]]
         assert sum(s.dropped[kind] for s in runtime.sensors.values()) > 0, "dropped and counted"
+
+
+def test_an_offset_keeps_no_dead_sensor_present(bundle):
+    """offset_ms = 2000 moves every capture time 2 s later: the camera's last frame looks young
+    for 2 s after it stops, but a sensor that is not OK is absent, and age counts from arrival."""
+    results, t0, _ = _run(bundle, f"rgb:stop@{START}-{END},depth:stop@{START}-{END}", offset_ms=2000.0)
+    lying = [r for r in results if any(r["present"][m] and r["sensors"][m] != SensorState.OK for m in MODALITIES)]
+    assert not lying, lying[:3]
+    during = [r for r in results if START + 0.1 + 2 / TICK_HZ <= r["t"] - t0 < END]
+    assert during and not any(r["present"]["rgb"] or r["present"]["depth"] for r in during)
+    back = [r for r in results if r["t"] - t0 >= END + RECOVERY_S]
+    assert back and all(all(r["present"].values()) for r in back), "back, offset and all"
 
 
 def test_a_failing_sink_does_not_slow_the_loop(bundle):

@@ -108,9 +108,9 @@ class _Tone(MicrophoneSensor):
         self.bad_block, self.blocks = bad_block, 0
         self.windows: list[np.ndarray] = []
 
-    def _store(self, data, t):
+    def _store(self, data, t, *args, **kw):
         self.windows.append(data.copy())
-        super()._store(data, t)
+        super()._store(data, t, *args, **kw)
 
     def _open(self):
         pass

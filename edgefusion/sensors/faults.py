@@ -8,6 +8,10 @@ audio:nan@6-7       samples are NaN
 depth:noise@1-2     heavy noise on top of the signal
 rgb:jump@3-5        the device clock jumps: samples stamped 3 s late, then 3 s early, by turns
                     of half a second
+
+One fault at a time per modality: two whose times overlap on one modality are refused (which
+would win, or how a stall and NaN would combine, is no device's behaviour to guess). Faults on
+different modalities may overlap freely; one may start where another ends.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class Fault:
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:
     """Parse a fault SPEC; a malformed item is a one-line error that shows the expected form."""
-    faults = []
+    faults: list[Fault] = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         try:
             target, when = item.split("@")
@@ -52,12 +56,23 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
             raise EdgefusionError(f"fault {item!r}: unknown kind {kind!r}; use one of {', '.join(FAULT_KINDS)}")
         if not 0 <= start < end:
             raise EdgefusionError(f"fault {item!r}: needs 0 <= START < END")
-        faults.append(Fault(modality, kind, start, end))
+        fault = Fault(modality, kind, start, end)
+        _refuse_overlap(fault, item, faults)
+        faults.append(fault)
     return tuple(faults)
 
 
+def _refuse_overlap(fault: Fault, item: str, earlier: list[Fault]) -> None:
+    for f in earlier:
+        if f.modality == fault.modality and f.start_s < fault.end_s and fault.start_s < f.end_s:
+            raise EdgefusionError(
+                f"fault {item!r} overlaps {f.modality}:{f.kind}@{f.start_s:g}-{f.end_s:g}: one fault at a time "
+                f"per modality; let one end before the next starts"
+            )
+
+
 def active_fault(faults: tuple[Fault, ...], modality: str, t_s: float) -> str | None:
-    """The kind of the first fault on ``modality`` active at ``t_s``, or None."""
+    """The kind of the fault on ``modality`` active at ``t_s`` (at most one is), or None."""
     for f in faults:
         if f.modality == modality and f.active(t_s):
             return f.kind

@@ -32,6 +32,21 @@ class LastLine(Sink):
         pass
 
 
+def sensor_events(sensors: dict) -> str:
+    """What the sensors have been through, for STATUS: each one's non-zero event counters and
+    drops by kind, e.g. ``rgb reconnects 2, device_errors 2, frozen dropped 41``; "" if none."""
+    parts = []
+    for m in MODALITIES:
+        source = sensors.get(m)
+        if source is None:
+            continue
+        events = [f"{k} {n}" for k, n in sorted(source.counters.items()) if n]
+        events += [f"{k} dropped {n}" for k, n in source.dropped.items() if n]
+        if events:
+            parts.append(f"{m} {', '.join(events)}")
+    return "; ".join(parts)
+
+
 def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) -> str:
     if last_line is None:
         return "starting: no tick yet"
@@ -41,6 +56,9 @@ def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) 
         f"{rate_hz:.1f} ticks/s; {sensors}; intent {last['label'] or '-'} {last['confidence']:.0%}; "
         f"latency {last['latency_ms']:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
     )
+    events = sensor_events(runtime.sensors)
+    if events:
+        line += f"; {events}"
     if telemetry is not None:
         line += f"; {telemetry.latest.line()}" + (" (throttled)" if telemetry.throttled else "")
     return line

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -23,6 +24,7 @@ class ReplaySource:
     """One modality of a session, as a SampleSource."""
 
     dropped: dict[str, int] = {}  # nothing is checked again: these samples were checked live
+    counters: Counter[str] = Counter()  # no device: no events (the SampleSource protocol's)
 
     def __init__(self, modality: str, samples: list[tuple[float, np.ndarray]], states: list[tuple[float, str]]):
         self.modality = modality
