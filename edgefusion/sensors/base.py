@@ -251,7 +251,6 @@ class Sensor(ABC):
         self.offset_s = offset_s
         self.backoff = backoff
         self.read_timeout_s = read_timeout_s
-        self.counters: collections.Counter[str] = collections.Counter()  # driver events by kind
         self._lock = threading.Lock()
         self._latest: Sample | None = None
         self._seq = 0
@@ -260,7 +259,7 @@ class Sensor(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.guard = SampleGuard(VALID_RANGE[self.modality], self.modality)
-        self.counters: collections.Counter[str] = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()  # events by kind, drivers' too
         self._log = StateLog(name, SensorState.OK)  # said from the first change away from what is expected
         self._views: list[StreamView] = []
         # Called on the capture thread with every new sample (a session recorder's tap): it
