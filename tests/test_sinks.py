@@ -61,7 +61,7 @@ def test_a_full_disk_loses_nothing_and_tears_nothing_once_space_returns(tiny_dis
     ticks = [json.loads(line)["tick"] for line in out.read_text().splitlines()]
     assert ticks == list(range(n)), "every line once, whole and in order"
     err = capfd.readouterr().err
-    assert "a result sink failed" in err and "works again" in err and "lost" not in err
+    assert f"result sink {out} failed" in err and f"result sink {out} works again" in err and "lost" not in err
 
 
 def test_sigkill_mid_run_leaves_only_whole_lines_but_the_last(tmp_path):
@@ -118,6 +118,6 @@ def test_stdout_on_a_full_disk_never_duplicates_a_line(tmp_path):
             proc.wait(timeout=60)
         ticks = [json.loads(line)["tick"] for line in (disk / "out.jsonl").read_text().splitlines()]
         assert ticks == list(range(200)), "every line once, in order"
-        assert b"a result sink failed" in proc.stderr.read()
+        assert b"result sink stdout failed" in proc.stderr.read()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
