@@ -8,12 +8,14 @@ burst through to catch up.
 
 No result lies: a tick gives a label only when the backend's probabilities are a distribution
 (finite, each in [0, 1], summing to 1 within ``PROB_SUM_TOL``). Otherwise the line has no label,
-no confidence and no probabilities, and a ``reason`` (the ``NO_*``/``*_OUTPUT``/``BACKEND_*``
-strings below); such ticks are counted and said on stderr (1st, 2nd, 4th… time). A backend that
-gives ``FAIL_AFTER_TICKS`` bad outputs in a row is reactivated once on a thread of its own (fresh
-buffers and sessions) while the ticks go on; if it stays bad it is *failed*: the loop goes on,
-every line says "backend failed", ``backend_failed`` is set for STATUS and the summary, and
-``FAIL_AFTER_TICKS`` good outputs in a row (or a reload) bring it back.
+no confidence and no probabilities, and a ``reason`` (the strings below); such ticks are
+counted and said on stderr (1st, 2nd, 4th… time). A backend that gives ``FAIL_AFTER_TICKS`` bad
+outputs in a row is reactivated once on a thread of its own (fresh buffers and sessions) while
+the ticks go on; if it stays bad it is *failed*: the loop goes on, every line says "backend
+failed", ``backend_failed`` is set for STATUS and the summary, and ``FAIL_AFTER_TICKS`` good
+outputs in a row (or a reload) bring it back. Failing the backend does not end the run: a
+systemd restart cannot mend a model that overflows, and would stop the lines (sensor health
+included) for the seconds a restart takes, over and over; a reload can mend it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from edgefusion.sinks import Sink, SinkWriter
 from edgefusion.sync import Synchronizer
 
 NO_MODALITY = "no modality present"
-NON_FINITE_OUTPUT = "non-finite output"
-NOT_A_DISTRIBUTION_OUTPUT = "output not a probability distribution"
+NON_FINITE = "non-finite output"
+NOT_A_DISTRIBUTION = "output not a probability distribution"
 BACKEND_RESTARTING = "backend restarting"
 BACKEND_FAILED = "backend failed"
 PROB_SUM_TOL = 1e-2  # fp16 heads sum to 1 within ~1e-3; a real fault (zeros, logits) is far off
@@ -78,16 +80,16 @@ class TickResult(NamedTuple):
 def judge_probs(p: list[float]) -> str | None:
     """None when ``p`` is a probability distribution, else the reason it cannot give a label."""
     if not all(map(math.isfinite, p)):
-        return NON_FINITE_OUTPUT
+        return NON_FINITE
     if not (all(0.0 <= x <= 1.0 for x in p) and abs(math.fsum(p) - 1.0) <= PROB_SUM_TOL):
-        return NOT_A_DISTRIBUTION_OUTPUT
+        return NOT_A_DISTRIBUTION
     return None
 
 
 class Runtime:
     """The loop's state. Counters for STATUS, the summary and the exit (read from any thread):
     ``ticks``, ``overruns``, ``late``, ``invalid`` (ticks whose output was no distribution),
-    ``backend_failed`` (now), ``backend_restarts`` (reactivations), and ``writer`` (the
+    ``backend_failed`` and ``backend_restarting`` (now), ``backend_restarts`` (reactivations), ``writer`` (the
     ``SinkWriter``: per-sink drops, ``results_lost``)."""
 
     def __init__(
@@ -143,6 +145,11 @@ class Runtime:
         finally:
             if self.writer is not None:
                 self.writer.close()
+
+    @property
+    def backend_restarting(self) -> bool:
+        """A reactivation is in progress (its ticks say "backend restarting")."""
+        return self._restart is not None
 
     @property
     def rate_hz(self) -> float:
