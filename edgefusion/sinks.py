@@ -15,6 +15,7 @@ import collections
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import threading
 import time
@@ -43,13 +44,16 @@ class Sink(ABC):
 class StreamSink(Sink):
     """Lines straight to the stream's file descriptor: a failed write then leaves nothing in a
     Python buffer to be sent again with the retry (a duplicated line). A write cut short has
-    its rest sent first next time, so a line is never torn by a retry either."""
+    its rest sent first next time, so a line is never torn by a retry either; and if the rest
+    still cannot go at exit (stdout redirected to a full disk), the part already written is cut
+    off again where the stream is a regular file."""
 
     def __init__(self, stream: TextIO | None = None):
         stream = stream or sys.stdout
         stream.flush()
         self.fd = stream.fileno()
         self._rest = b""
+        self._sent = 0  # bytes of the current line already written (while _rest is owed)
 
     @property
     def name(self) -> str:
@@ -57,16 +61,33 @@ class StreamSink(Sink):
 
     def write(self, line: str) -> None:
         if self._rest:
-            self._rest = self._rest[os.write(self.fd, self._rest) :]
+            self._send(self._rest)
             if self._rest:
                 raise BlockingIOError("the stream took only part of a line")
-        data = (line + "\n").encode()
+        self._sent = 0
+        self._send((line + "\n").encode())
+
+    def _send(self, data: bytes) -> None:
         written = os.write(self.fd, data)  # raises (nothing written) or writes a part at least
+        self._sent += written
         self._rest = data[written:]
 
     def close(self) -> None:
+        if not self._rest:
+            return
+        try:
+            self._send(self._rest)
+        except OSError:
+            self._cut_partial_line()
+            raise
         if self._rest:
-            os.write(self.fd, self._rest)
+            self._cut_partial_line()
+            raise OSError(f"{self.name} took only part of its last line")
+
+    def _cut_partial_line(self) -> None:
+        """Truncate the part of the last line written, where the stream is a regular file."""
+        if stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR) - self._sent)
 
 
 class _RaisingRotatingHandler(logging.handlers.RotatingFileHandler):
