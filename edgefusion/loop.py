@@ -79,9 +79,10 @@ class TickResult(NamedTuple):
 
 def judge_probs(p: list[float]) -> str | None:
     """None when ``p`` is a probability distribution, else the reason it cannot give a label."""
-    if not all(map(math.isfinite, p)):
+    total = sum(p)  # NaN or inf exactly when an element is: float32 outputs cannot overflow a float sum
+    if not math.isfinite(total):
         return NON_FINITE
-    if not (all(0.0 <= x <= 1.0 for x in p) and abs(math.fsum(p) - 1.0) <= PROB_SUM_TOL):
+    if not p or min(p) < 0.0 or max(p) > 1.0 or abs(total - 1.0) > PROB_SUM_TOL:
         return NOT_A_DISTRIBUTION
     return None
 
