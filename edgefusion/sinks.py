@@ -358,12 +358,14 @@ class _SinkWorker:
             self.abandoned = self.pending
 
     def report_losses(self) -> None:
-        if self.abandoned and not self._closed:
-            log.error(f"result sink {self.name} is stuck in a write; abandoned at exit, {self.abandoned} results lost")
-        elif self.abandoned:
-            log.error(f"result sink {self.name} still failed at exit: {self.abandoned} results lost")
-        if self.dropped:
-            log.error(f"result sink {self.name} dropped {self.dropped} results while it could not keep up")
+        """At exit, one line for a sink that lost results: how many, and how."""
+        if not self.lost:
+            return
+        how = [f"{self.dropped} dropped while it could not keep up"] if self.dropped else []
+        if self.abandoned:
+            why = "it still failed at exit" if self._closed else "it was abandoned, stuck in a write"
+            how.append(f"{self.abandoned} still queued when {why}")
+        log.error(f"result sink {self.name} lost {self.lost} results: {', '.join(how)}")
 
     def _run(self) -> None:
         while not self._stopping:
@@ -400,8 +402,8 @@ class _SinkWorker:
             self._line = None
             if self.failing:
                 self.failing = False
-                lost = f", {self.dropped} lost" if self.dropped else ""
-                log.info(f"result sink {self.name} works again; its backlog is written{lost}")
+                lost = f" ({self.dropped} dropped meanwhile)" if self.dropped else ""
+                log.info(f"result sink {self.name} works again; the lines it kept follow, in order{lost}")
 
     def _close(self) -> None:
         try:
