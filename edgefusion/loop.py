@@ -6,16 +6,16 @@ sensors run on their own threads; a tick only reads their newest samples. A tick
 its slot is counted; the next runs at once, and whole missed slots are skipped rather than
 burst through to catch up.
 
-No result lies: a tick gives a label only when the backend's probabilities are a distribution
-(finite, each in [0, 1], summing to 1 within ``PROB_SUM_TOL``). Otherwise the line has no label,
-no confidence and no probabilities, and a ``reason`` (the strings below); such ticks are
-counted and said on stderr (1st, 2nd, 4th… time). A backend that gives ``FAIL_AFTER_TICKS`` bad
-outputs in a row is reactivated once on a thread of its own (fresh buffers and sessions) while
-the ticks go on; if it stays bad it is *failed*: the loop goes on, every line says "backend
-failed", ``backend_failed`` is set for STATUS and the summary, and ``FAIL_AFTER_TICKS`` good
-outputs in a row (or a reload) bring it back. Failing the backend does not end the run: a
-systemd restart cannot mend a model that overflows, and would stop the lines (sensor health
-included) for the seconds a restart takes, over and over; a reload can mend it.
+No result lies: a tick gives a label only when the backend raised nothing and its probabilities
+are a distribution (finite, each in [0, 1], summing to 1 within ``PROB_SUM_TOL``). Otherwise the
+line has no label, no confidence and no probabilities, and a ``reason`` (the strings below);
+such ticks are counted and said on stderr (1st, 2nd, 4th… time). A backend that gives
+``FAIL_AFTER_TICKS`` bad outputs in a row is reactivated once on a thread of its own (fresh
+buffers and sessions) while the ticks go on; if it stays bad it is *failed*: the loop goes on,
+every line says "backend failed", ``backend_failed`` is set for STATUS and the summary, and
+``FAIL_AFTER_TICKS`` good outputs in a row (or a reload) bring it back. Failing the backend does
+not end the run: a systemd restart cannot mend a model that overflows, and would stop the lines
+(sensor health included) for the seconds a restart takes, over and over; a reload can mend it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from edgefusion.sync import Synchronizer
 NO_MODALITY = "no modality present"
 NON_FINITE = "non-finite output"
 NOT_A_DISTRIBUTION = "output not a probability distribution"
+BACKEND_ERROR = "backend error"  # submit or wait raised (a driver error mid-run)
 BACKEND_RESTARTING = "backend restarting"
 BACKEND_FAILED = "backend failed"
 PROB_SUM_TOL = 1e-2  # fp16 heads sum to 1 within ~1e-3; a real fault (zeros, logits) is far off
@@ -187,9 +188,13 @@ class Runtime:
         elif self._restart_failed:
             reason = BACKEND_FAILED
         else:
-            self.backend.submit(st.fresh, st.present)
-            p = self.backend.wait()[1].tolist()
-            reason = self._judge(judge_probs(p))
+            try:
+                self.backend.submit(st.fresh, st.present)
+                p = self.backend.wait()[1].tolist()
+            except Exception as err:  # judged as a bad output: the loop goes on, the error is said
+                reason = self._judge(BACKEND_ERROR, f"{type(err).__name__}: {err}")
+            else:
+                reason = self._judge(judge_probs(p))
             if reason is None:
                 best = p.index(max(p))
                 label, confidence = self.labels[best], p[best]
@@ -214,9 +219,10 @@ class Runtime:
             self.on_result(result.as_dict(self.labels))
         return result
 
-    def _judge(self, problem: str | None) -> str | None:
-        """Count a tick's output (``problem``: what is wrong with it, None if nothing) against
-        the backend; the tick's reason for having no label, None when it has one."""
+    def _judge(self, problem: str | None, detail: str = "") -> str | None:
+        """Count a tick's output (``problem``: what is wrong with it, None if nothing; ``detail``:
+        the error raised) against the backend; the tick's reason for having no label, None when
+        it has one."""
         if problem is None:
             self._bad_in_row = 0
             if not self.backend_failed:
@@ -231,7 +237,8 @@ class Runtime:
         self._good_in_row = 0
         self._bad_in_row += 1
         if self.invalid & (self.invalid - 1) == 0:  # 1, 2, 4, 8...: said, not spammed
-            log.warning(f"the backend gave a {problem}; the result has no label ({self.invalid} ticks so far)")
+            detail = f" ({detail})" if detail else ""
+            log.warning(f"a result has no label: {problem}{detail} [{self.invalid} such ticks so far]")
         if self._bad_in_row == FAIL_AFTER_TICKS and not self.backend_failed:
             if self._may_restart:
                 self._start_restart(problem)

@@ -340,8 +340,8 @@ class _SinkWorker:
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: said, not spammed
                 log.warning(
-                    f"result sink {self.name} is not keeping up (stalled or failing): "
-                    f"{self.dropped} results dropped so far, oldest first"
+                    f"a result sink is not keeping up (stalled or failing): {self.name} dropped "
+                    f"{self.dropped} results so far, oldest first"
                 )
         self._queue.append(line)
 
@@ -361,11 +361,16 @@ class _SinkWorker:
         """At exit, one line for a sink that lost results: how many, and how."""
         if not self.lost:
             return
+        if self.abandoned and self._closed:
+            head = "a result sink still failed at shutdown"
+        elif self.abandoned:
+            head = "a result sink is stuck in a write, abandoned at shutdown"
+        else:
+            head = "a result sink could not keep up"
         how = [f"{self.dropped} dropped while it could not keep up"] if self.dropped else []
         if self.abandoned:
-            why = "it still failed at exit" if self._closed else "it was abandoned, stuck in a write"
-            how.append(f"{self.abandoned} still queued when {why}")
-        log.error(f"result sink {self.name} lost {self.lost} results: {', '.join(how)}")
+            how.append(f"{self.abandoned} still queued at shutdown")
+        log.error(f"{head}: {self.name} lost {self.lost} results ({', '.join(how)})")
 
     def _run(self) -> None:
         while not self._stopping:
@@ -389,25 +394,26 @@ class _SinkWorker:
                 self.errors += 1
                 if self.errors & (self.errors - 1) == 0:
                     log.warning(
-                        f"result sink {self.name} failed ({err}); its lines are kept and retried [{self.errors} errors]"
+                        f"a result sink failed ({self.name}: {err}); its lines are kept and retried "
+                        f"[{self.errors} errors]"
                     )
                 self.failing = True
                 return
             except Exception as err:  # a bug in a sink: that line is lost, the sink goes on
                 self.errors += 1
                 self.dropped += 1
-                log.error(f"result sink {self.name} could not write a result: {type(err).__name__}: {err}")
+                log.error(f"a result sink could not write a result ({self.name}: {type(err).__name__}: {err})")
             else:
                 self.written += 1
             self._line = None
             if self.failing:
                 self.failing = False
                 lost = f" ({self.dropped} dropped meanwhile)" if self.dropped else ""
-                log.info(f"result sink {self.name} works again; the lines it kept follow, in order{lost}")
+                log.info(f"a result sink works again ({self.name}); the lines it kept follow, in order{lost}")
 
     def _close(self) -> None:
         try:
             self.sink.close()
         except OSError as err:
-            log.error(f"closing result sink {self.name} failed: {err}")
+            log.error(f"closing a result sink failed ({self.name}: {err})")
         self._closed = True

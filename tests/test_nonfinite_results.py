@@ -19,6 +19,7 @@ from edgefusion.bench import AUDIO_EVERY, _inputs, _Replay
 from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.bundle.loader import sha256_file
 from edgefusion.loop import (
+    BACKEND_ERROR,
     BACKEND_FAILED,
     BACKEND_RESTARTING,
     FAIL_AFTER_TICKS,
@@ -136,7 +137,31 @@ def test_a_bad_output_is_never_a_label(bundle, kind, capfd):
         assert line["reason"] == reason
     assert all(line["reason"] is None and abs(sum(line["probs"].values()) - 1) < 1e-3 for line in lines[:3])
     err = capfd.readouterr().err
-    assert err.count(f"the backend gave a {reason}") == 2, err  # the 1st and 2nd are said
+    assert err.count(f"a result has no label: {reason} [") == 2, err  # the 1st and 2nd are said
+
+
+def _raise(message):
+    raise RuntimeError(message)
+
+
+def test_a_backend_that_raises_mid_run_gives_a_line_without_a_label(bundle, capfd):
+    backend = _Corrupted(bundle, lambda run, *_: _raise("CUDA error: unspecified launch failure") if run == 3 else None)
+    runtime = _runtime(backend)
+    results = _ticks(runtime, 6)
+    runtime.stop()
+    assert [r.reason for r in results] == [None, None, BACKEND_ERROR, None, None, None]
+    assert results[2].label is None and results[2].probs is None and runtime.invalid == 1
+    err = capfd.readouterr().err
+    assert f"a result has no label: {BACKEND_ERROR} (RuntimeError: CUDA error: unspecified launch failure)" in err
+
+
+def test_a_backend_that_keeps_raising_is_failed_like_one_that_gives_nan(bundle):
+    backend = _Corrupted(bundle, lambda *_: _raise("CUDA error: an illegal memory access was encountered"))
+    runtime = _runtime(backend)
+    results = _until(runtime, lambda: runtime.backend_failed)
+    runtime.stop()
+    assert {r.reason for r in results} == {BACKEND_ERROR, BACKEND_RESTARTING, BACKEND_FAILED}
+    assert runtime.backend_restarts == 1 and all(r.label is None for r in results)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -270,7 +295,7 @@ def test_run_with_a_nan_head_marks_every_line_and_says_so(tmp_path):
     reasons = {line["reason"] for line in lines}
     assert NON_FINITE in reasons
     assert reasons <= {NO_MODALITY, NON_FINITE, BACKEND_RESTARTING, BACKEND_FAILED}
-    assert f"the backend gave a {NON_FINITE}" in r.stderr and "reactivating the backend" in r.stderr
+    assert f"a result has no label: {NON_FINITE}" in r.stderr and "reactivating the backend" in r.stderr
     assert BACKEND_FAILED in reasons and "backend failed" in r.stderr, "5 s is ample for two runs of bad ticks"
 
 

@@ -66,10 +66,10 @@ def test_a_stalled_sink_holds_back_no_other_and_its_losses_are_counted(capfd):
     assert stats["stalled pipe"]["dropped"] == 89 and stats["stalled pipe"]["abandoned"] == 11
     assert writer.lost == {"stalled pipe": 100, "_Lines": 0} and writer.results_lost == 100
     err = capfd.readouterr().err
-    assert "result sink stalled pipe is not keeping up" in err and "1 results dropped so far" in err
+    assert "a result sink is not keeping up (stalled or failing): stalled pipe dropped 1 results so far" in err
     assert (
-        "result sink stalled pipe lost 100 results: 89 dropped while it could not keep up, "
-        "11 still queued when it was abandoned, stuck in a write" in err
+        "a result sink is stuck in a write, abandoned at shutdown: stalled pipe lost 100 results "
+        "(89 dropped while it could not keep up, 11 still queued at shutdown)" in err
     )
     stalled.release.set()
 
@@ -84,7 +84,8 @@ def test_a_sink_that_comes_back_gets_the_newest_lines_in_order(capfd):
     writer.close()
     assert stalled.lines == [str(n) for n in [0, *range(40, 50)]], "the one in its write, then the newest 10"
     assert writer.stats()[0]["dropped"] == 39 and writer.results_lost == 39
-    assert "result sink stalled pipe lost 39 results: 39 dropped while it could not keep up\n" in capfd.readouterr().err
+    said = "a result sink could not keep up: stalled pipe lost 39 results (39 dropped while it could not keep up)\n"
+    assert said in capfd.readouterr().err
 
 
 def _run(tmp_path, seconds: float, tick_hz: int, stdout):
@@ -122,12 +123,10 @@ def test_run_with_nobody_reading_stdout_keeps_the_file_growing(tmp_path):
         assert all(b > a for a, b in zip(counts, counts[1:])), counts
     ticks = [json.loads(line)["tick"] for line in _lines(out)]
     assert ticks == list(range(1, len(ticks) + 1)) and len(ticks) > 6000, "every tick, in order, whole lines"
-    said = re.search(
-        r"result sink stdout lost (\d+) results: (\d+) dropped .*, (\d+) still queued when it was abandoned", err
-    )
+    said = re.search(r"abandoned at shutdown: stdout lost (\d+) results \((\d+) dropped .*, (\d+) still queued", err)
     assert said, err
     lost, dropped, abandoned = map(int, said.groups())
-    assert "result sink stdout is not keeping up (stalled or failing): 1 results dropped so far" in err
+    assert "a result sink is not keeping up (stalled or failing): stdout dropped 1 results so far" in err
     assert dropped > 0 and abandoned > 0 and lost == dropped + abandoned < len(ticks), "what stdout lost is counted"
 
 
@@ -157,7 +156,7 @@ def test_a_sigstopped_reader_loses_only_what_is_counted(tmp_path):
     assert ticks == list(range(1, len(ticks) + 1)), "the file has every tick"
     seen = [json.loads(line)["tick"] for line in got]
     assert seen == sorted(seen) and len(set(seen)) == len(seen), "the reader's lines: in order, none twice"
-    match = re.search(r"result sink stdout lost (\d+) results: (\d+) dropped while it could not keep up\n", err)
+    match = re.search(r"could not keep up: stdout lost (\d+) results \(\1 dropped while it could not keep up\)\n", err)
     assert match, f"the reader lost results while stopped, and it is said: {err}"
     assert len(seen) + int(match[1]) == len(ticks), "exactly the dropped ones are missing"
     assert "abandoned" not in err, "the reader was back before the end: nothing is stuck"

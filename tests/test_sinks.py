@@ -62,7 +62,7 @@ def test_a_full_disk_loses_nothing_and_tears_nothing_once_space_returns(tiny_dis
     ticks = [json.loads(line)["tick"] for line in out.read_text().splitlines()]
     assert ticks == list(range(n)), "every line once, whole and in order"
     err = capfd.readouterr().err
-    assert f"result sink {out} failed" in err and f"result sink {out} works again" in err and "lost" not in err
+    assert f"a result sink failed ({out}: " in err and f"a result sink works again ({out})" in err and "lost" not in err
 
 
 def test_sigkill_mid_run_leaves_only_whole_lines_but_the_last(tmp_path):
@@ -119,7 +119,7 @@ def test_stdout_on_a_full_disk_never_duplicates_a_line(tmp_path):
             proc.wait(timeout=60)
         ticks = [json.loads(line)["tick"] for line in (disk / "out.jsonl").read_text().splitlines()]
         assert ticks == list(range(200)), "every line once, in order"
-        assert b"result sink stdout failed" in proc.stderr.read()
+        assert b"a result sink failed (stdout: " in proc.stderr.read()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
@@ -142,10 +142,8 @@ def test_a_disk_still_full_at_exit_leaves_whole_lines_and_says_what_was_lost(tin
     assert data and data.endswith(b"\n"), "never a torn line"
     ticks = [json.loads(line)["tick"] for line in data.splitlines()]
     assert ticks == list(range(1, len(ticks) + 1))
-    assert f"result sink {out} failed" in r.stderr and "No space left on device" in r.stderr
-    lost = re.search(
-        rf"result sink {re.escape(str(out))} lost (\d+) results: \1 still queued when it still failed", r.stderr
-    )
+    assert f"a result sink failed ({out}: " in r.stderr and "No space left on device" in r.stderr
+    lost = re.search(rf"still failed at shutdown: {re.escape(str(out))} lost (\d+) results \(\1 still queued", r.stderr)
     assert lost and int(lost[1]) > 0, r.stderr
 
 
@@ -167,4 +165,4 @@ def test_stdout_to_a_disk_still_full_at_exit_ends_on_a_whole_line(tiny_disk):
     assert data.endswith(b"\n") and 0 < len(data) < 200 * 220, "filled, then cut back to a whole line"
     ticks = [json.loads(line)["tick"] for line in data.splitlines()]
     assert ticks == list(range(len(ticks)))
-    assert "result sink stdout failed" in r.stderr and "still queued when it still failed at exit" in r.stderr
+    assert "a result sink failed (stdout: " in r.stderr and "still failed at shutdown: stdout lost" in r.stderr
