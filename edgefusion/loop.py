@@ -90,9 +90,9 @@ def judge_probs(p: list[float]) -> str | None:
 
 class Runtime:
     """The loop's state. Counters for STATUS, the summary and the exit (read from any thread):
-    ``ticks``, ``overruns``, ``late``, ``invalid`` (ticks whose output was no distribution),
-    ``backend_failed`` and ``backend_restarting`` (now), ``backend_restarts`` (reactivations), ``writer`` (the
-    ``SinkWriter``: per-sink drops, ``results_lost``)."""
+    ``ticks``, ``overruns``, ``late``, ``invalid`` (ticks without a usable output), ``backend_failed``
+    and ``backend_restarting`` (now), ``backend_restarts`` (reactivations), and ``writer`` (the
+    ``SinkWriter``: per-sink counters, ``results_lost``)."""
 
     def __init__(
         self,
@@ -118,7 +118,7 @@ class Runtime:
         self.overruns = 0
         self.deadline_ms = deadline_ms
         self.late = 0  # ticks whose work (sync, inference, result) took longer than deadline_ms
-        self.invalid = 0  # ticks whose output was not a probability distribution
+        self.invalid = 0  # ticks whose backend output was no distribution, or raised
         self.backend_failed = False
         self.backend_restarts = 0
         self._bad_in_row = 0

@@ -38,7 +38,7 @@ def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) 
     last = orjson.loads(last_line)
     sensors = ", ".join(f"{m} {last['sensors'][m]}" for m in MODALITIES)
     if last["label"] is None:  # no answer: its reason, not a confidence
-        intent = f"intent - ({last.get('reason')})"
+        intent = f"intent - ({last['reason']})"
     else:
         intent = f"intent {last['label']} {last['confidence']:.0%}"
     line = (
