@@ -180,7 +180,10 @@ class Runtime:
             self.sync = Synchronizer(self.sensors, self.max_age_s, self.backend)
         st = self.sync.update(now)
         self.ticks += 1
-        label = confidence = p = None
+        label: str | None = None
+        confidence: float | None = None
+        probs: list[float] | None = None
+        reason: str | None
         if not any(st.present):  # nothing to go on: say so rather than report the head's bias
             reason = NO_MODALITY
         elif self._restart is not None:
@@ -195,17 +198,15 @@ class Runtime:
                 reason = self._judge(BACKEND_ERROR, f"{type(err).__name__}: {err}")
             else:
                 reason = self._judge(judge_probs(p))
-            if reason is None:
-                best = p.index(max(p))
-                label, confidence = self.labels[best], p[best]
-            else:
-                p = None
+                if reason is None:
+                    best = p.index(max(p))
+                    label, confidence, probs = self.labels[best], p[best], p
         result = TickResult(
             now,
             self.ticks,
             label,
             confidence,
-            p,
+            probs,
             tuple(st.present),
             tuple(st.fresh),
             tuple(st.states),
