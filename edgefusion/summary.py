@@ -43,6 +43,7 @@ class SessionSummary:
         seconds = self.last_t - (self.first_t or 0.0)
         runs = sum(stats.encoder_runs.values())
         lat = np.array(self.latency or [0.0])
+        writer = runtime.writer
         return {
             "seconds": seconds,
             "ticks": runtime.ticks,
@@ -55,6 +56,11 @@ class SessionSummary:
             "head_runs": stats.head_runs,
             "encoder_runs_saved": 1 - runs / max(1, len(MODALITIES) * stats.head_runs),
             "dropped": {m: dict(s.dropped) for m, s in runtime.sensors.items()},
+            "invalid_ticks": runtime.invalid,
+            "backend_failed": runtime.backend_failed,
+            "backend_restarts": runtime.backend_restarts,
+            "sinks": writer.stats() if writer is not None else [],
+            "results_lost": writer.results_lost if writer is not None else 0,
             "accuracy_by_pattern": {
                 p: {"accuracy": h[0] / h[1], "ticks": h[1]}
                 for p, h in sorted(self.by_pattern.items(), key=lambda kv: -kv[1][1])

@@ -37,8 +37,11 @@ class LiveView:
         self._last_print = t
         # A modality whose sensor is fine but whose samples are not used (e.g. NaN) shows "-".
         sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]] + ('' if r['present'][m] else '-'):<7}" for m in MODALITIES)
-        intent = r["label"] or "(none)"
-        status = f"{t:6.1f}s  {sensors} intent {intent:<9} {r['confidence']:5.0%}  {r['latency_ms']:5.2f} ms"
+        if r["label"] is None:  # no answer: say why instead of a confidence
+            answer = f"intent (none)    {r['reason']}"
+        else:
+            answer = f"intent {r['label']:<9} {r['confidence']:5.0%}"
+        status = f"{t:6.1f}s  {sensors} {answer}  {r['latency_ms']:5.2f} ms"
         if self.truth is not None:
             status += f"  (asked: {self.truth(t)[0]})"
         if self.tty:

@@ -117,7 +117,8 @@ def test_fault_matrix(bundle, name):
         for m in MODALITIES:
             assert r["present"][m] == (m not in hit), (m, r["t"] - t0, r["present"], r["sensors"])
         if len(hit) == len(MODALITIES):
-            assert r["label"] is None and r["confidence"] == 0.0, "no answer without any sensor"
+            assert r["label"] is None and r["confidence"] is None, "no answer without any sensor"
+            assert r["reason"] == "no modality present"
 
     back = [r for t, r in rel if t >= END + RECOVERY_S]
     assert back and all(all(r["present"].values()) for r in back), "back within 2 s of the device"

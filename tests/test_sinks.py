@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ def test_a_full_disk_loses_nothing_and_tears_nothing_once_space_returns(tiny_dis
     ticks = [json.loads(line)["tick"] for line in out.read_text().splitlines()]
     assert ticks == list(range(n)), "every line once, whole and in order"
     err = capfd.readouterr().err
-    assert "a result sink failed" in err and "works again" in err and "lost" not in err
+    assert f"a result sink failed ({out}: " in err and f"a result sink works again ({out})" in err and "lost" not in err
 
 
 def test_sigkill_mid_run_leaves_only_whole_lines_but_the_last(tmp_path):
@@ -118,6 +119,50 @@ def test_stdout_on_a_full_disk_never_duplicates_a_line(tmp_path):
             proc.wait(timeout=60)
         ticks = [json.loads(line)["tick"] for line in (disk / "out.jsonl").read_text().splitlines()]
         assert ticks == list(range(200)), "every line once, in order"
-        assert b"a result sink failed" in proc.stderr.read()
+        assert b"a result sink failed (stdout: " in proc.stderr.read()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_disk_still_full_at_exit_leaves_whole_lines_and_says_what_was_lost(tiny_disk):
+    """The results disk fills a second into the run and stays full: the file ends on a whole
+    line (no torn tail), holds every tick from the first in order, and stderr counts the rest."""
+    (tiny_disk / "filler").write_bytes(b"x" * 40_000)
+    out = tiny_disk / "results.jsonl"
+    cfg = tiny_disk.parent / "robot.toml"
+    cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\n[runtime]\ntick_hz = 100\n[source]\nfaults = ""\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefusion.cli", "run", "--config", str(cfg), "--seconds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in r.stderr, r.stderr
+    data = out.read_bytes()
+    assert data and data.endswith(b"\n"), "never a torn line"
+    ticks = [json.loads(line)["tick"] for line in data.splitlines()]
+    assert ticks == list(range(1, len(ticks) + 1))
+    assert f"a result sink failed ({out}: " in r.stderr and "No space left on device" in r.stderr
+    lost = re.search(rf"still failed at shutdown: {re.escape(str(out))} lost (\d+) results \(\1 still queued", r.stderr)
+    assert lost and int(lost[1]) > 0, r.stderr
+
+
+def test_stdout_to_a_disk_still_full_at_exit_ends_on_a_whole_line(tiny_disk):
+    """stdout redirected to a file on a disk that fills mid-line and never frees: the part of
+    the line that fitted is cut off again at exit, so the file holds whole lines only."""
+    code = (
+        "import json, sys\n"
+        "from edgefusion.sinks import SinkWriter, StreamSink\n"
+        "w = SinkWriter((StreamSink(sys.stdout),), json.dumps, interval_s=0.01)\n"
+        "for n in range(200):\n"
+        "    w.put({'tick': n, 'pad': 'p' * 201})\n"
+        "w.close()\n"
+    )
+    (tiny_disk / "filler").write_bytes(b"x" * 40_000)
+    with open(tiny_disk / "out.jsonl", "wb") as out:
+        r = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.PIPE, text=True, timeout=60)
+    data = (tiny_disk / "out.jsonl").read_bytes()
+    assert data.endswith(b"\n") and 0 < len(data) < 200 * 220, "filled, then cut back to a whole line"
+    ticks = [json.loads(line)["tick"] for line in data.splitlines()]
+    assert ticks == list(range(len(ticks)))
+    assert "a result sink failed (stdout: " in r.stderr and "still failed at shutdown: stdout lost" in r.stderr

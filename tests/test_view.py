@@ -10,8 +10,9 @@ LABELS = ("fetch", "stop")
 OK, FAILED = SensorState.OK, SensorState.FAILED
 
 
-def _result(t, states, present, label="stop"):
-    return TickResult(t, 1, label, 0.75, [0.25, 0.75], present, present, states, 0.4, (t,) * 3).as_dict(LABELS)
+def _result(t, states, present, label="stop", reason=None):
+    conf, probs = (0.75, [0.25, 0.75]) if label else (None, None)
+    return TickResult(t, 1, label, conf, probs, present, present, states, 0.4, (t,) * 3, reason).as_dict(LABELS)
 
 
 def test_state_changes_and_status_read_plainly_off_a_terminal():
@@ -19,8 +20,8 @@ def test_state_changes_and_status_read_plainly_off_a_terminal():
     view = LiveView(truth=lambda t: ("stop", t), stream=out)
     view(_result(0.0, (OK, OK, OK), (True, True, True)))
     view(_result(1.5, (FAILED, OK, OK), (False, True, True)))
-    view(_result(2.6, (FAILED, OK, OK), (False, True, True), label=None))
+    view(_result(2.6, (FAILED, OK, OK), (False, True, True), label=None, reason="non-finite output"))
     text = out.getvalue()
     assert "rgb   OK -> FAILED" in text and "SensorState" not in text and "\x1b" not in text
     assert "rgb:FAILED-" in text and "intent stop" in text and "75%" in text and "(asked: stop)" in text
-    assert "intent (none)" in text
+    assert "intent (none)    non-finite output" in text, "no confidence, the reason instead"

@@ -52,8 +52,12 @@ def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) 
         return "starting: no tick yet"
     last = orjson.loads(last_line)
     sensors = ", ".join(f"{m} {last['sensors'][m]}" for m in MODALITIES)
+    if last["label"] is None:  # no answer: its reason, not a confidence
+        intent = f"intent - ({last['reason']})"
+    else:
+        intent = f"intent {last['label']} {last['confidence']:.0%}"
     line = (
-        f"{rate_hz:.1f} ticks/s; {sensors}; intent {last['label'] or '-'} {last['confidence']:.0%}; "
+        f"{rate_hz:.1f} ticks/s; {sensors}; {intent}; "
         f"latency {last['latency_ms']:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
     )
     events = sensor_events(runtime.sensors)
