@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 from cli_check import cli
+from collecting_sink import Lines as _Lines
 
 from edgefusion.backends.onnxruntime.runner import OnnxRuntimeBackend
 from edgefusion.bench import AUDIO_EVERY, _inputs, _Replay
@@ -69,20 +70,11 @@ class _Corrupted(OnnxRuntimeBackend):
 
     def wait(self):
         logits, probs = super().wait()
+        if not self._active:  # activation's warm-up tick: not one of the loop's runs
+            return logits, probs
         self.runs += 1
         self.corrupt(self.runs, self.activations, probs)
         return logits, probs
-
-
-class _Lines:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, line):
-        self.lines.append(line)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -255,11 +247,12 @@ def test_the_status_line_shows_the_reason_of_a_line_without_a_label(bundle):
     assert f"intent - ({NON_FINITE})" in line
 
 
-def _nan_head_bundle(tmp_path):
-    """The shipped bundle with every weight of its fp32 head made NaN, hashes updated: a bundle
-    that loads and verifies, and whose every output is NaN."""
+def _nan_on_live_input_bundle(tmp_path):
+    """The shipped bundle with its fp32 colour encoder given x + sqrt(-x) at the door (hashes
+    updated): zeros pass unchanged, so the bundle loads, verifies and warms up, but every real
+    frame (values > 0) makes the projection, and so every output, NaN."""
     onnx = pytest.importorskip("onnx")
-    from onnx import numpy_helper
+    from onnx import helper
 
     root = tmp_path / "nan_bundle"
     src = default_bundle_path()
@@ -267,21 +260,29 @@ def _nan_head_bundle(tmp_path):
         if f.is_file():
             (root / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
             (root / f.relative_to(src)).write_bytes(f.read_bytes())
-    head = onnx.load(root / "fp32" / "head.onnx")
-    for init in head.graph.initializer:
-        w = numpy_helper.to_array(init)
-        if w.dtype.kind == "f":
-            init.CopyFrom(numpy_helper.from_array(np.full_like(w, np.nan), init.name))
-    onnx.save(head, root / "fp32" / "head.onnx")
+    rel = "fp32/rgb.onnx"
+    graph_file = root / rel
+    model = onnx.load(graph_file)
+    x = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = ["x_poisoned" if name == x else name for name in node.input]
+    door = [
+        helper.make_node("Neg", [x], ["x_neg"]),
+        helper.make_node("Sqrt", ["x_neg"], ["x_sqrt"]),
+        helper.make_node("Add", [x, "x_sqrt"], ["x_poisoned"]),
+    ]
+    nodes = door + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, graph_file)
     doc = json.loads((root / "manifest.json").read_text())
-    rel = "fp32/head.onnx"
-    doc["files"][rel] = {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+    doc["files"][rel] = {"sha256": sha256_file(graph_file), "bytes": graph_file.stat().st_size}
     (root / "manifest.json").write_text(json.dumps(doc))
     return root
 
 
-def test_run_with_a_nan_head_marks_every_line_and_says_so(tmp_path):
-    bundle = _nan_head_bundle(tmp_path)
+def test_run_with_a_model_that_gives_nan_on_live_input_marks_every_line_and_says_so(tmp_path):
+    bundle = _nan_on_live_input_bundle(tmp_path)
     out = tmp_path / "results.jsonl"
     cfg = tmp_path / "robot.toml"
     cfg.write_text(f'[output]\nstdout = false\nfile = "{out}"\n[source]\nfaults = ""\n')
@@ -300,7 +301,7 @@ def test_run_with_a_nan_head_marks_every_line_and_says_so(tmp_path):
 
 
 def test_demo_summary_counts_the_bad_ticks(tmp_path):
-    bundle = _nan_head_bundle(tmp_path)
+    bundle = _nan_on_live_input_bundle(tmp_path)
     r = cli("demo", "--json", "--faults", "", "--bundle", str(bundle), "--seconds", "4")
     assert r.returncode == 0, r.stderr
     summary = orjson.loads(r.stderr.strip().splitlines()[-1])

@@ -10,18 +10,9 @@ import sys
 import threading
 import time
 
+from collecting_sink import Lines as _Lines
+
 from edgefusion.sinks import SinkWriter
-
-
-class _Lines:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, line):
-        self.lines.append(line)
-
-    def close(self):
-        pass
 
 
 class _Stalled:
@@ -64,7 +55,7 @@ def test_a_stalled_sink_holds_back_no_other_and_its_losses_are_counted(capfd):
     # The stuck sink holds result 0 in its write and keeps the 10 newest; the 89 between were dropped.
     stats = {s["sink"]: s for s in writer.stats()}
     assert stats["stalled pipe"]["dropped"] == 89 and stats["stalled pipe"]["abandoned"] == 11
-    assert writer.lost == {"stalled pipe": 100, "_Lines": 0} and writer.results_lost == 100
+    assert writer.lost == {"stalled pipe": 100, "Lines": 0} and writer.results_lost == 100
     err = capfd.readouterr().err
     assert "a result sink is not keeping up (stalled or failing): stalled pipe dropped 1 results so far" in err
     assert (

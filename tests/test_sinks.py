@@ -8,21 +8,9 @@ import sys
 import time
 
 import pytest
+from collecting_sink import Lines as _Lines
 
 from edgefusion.sinks import RotatingFileSink, SinkWriter
-
-
-class _Lines:
-    """Collects what a sink is given, to compare against the file."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, line):
-        self.lines.append(line)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture
