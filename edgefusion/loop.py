@@ -237,7 +237,7 @@ class Runtime:
         self.invalid += 1
         self._good_in_row = 0
         self._bad_in_row += 1
-        if self.invalid & (self.invalid - 1) == 0:  # 1, 2, 4, 8...: said, not spammed
+        if log.doubled(self.invalid - 1, self.invalid):
             detail = f" ({detail})" if detail else ""
             log.warning(f"a result has no label: {problem}{detail} [{self.invalid} such ticks so far]")
         if self._bad_in_row == FAIL_AFTER_TICKS and not self.backend_failed:
@@ -273,7 +273,7 @@ class Runtime:
         """Said on stderr at the 1st, 2nd, 4th, 8th... late tick: a backend that has become slow
         (thermal throttling, a busy GPU) is visible without flooding the journal."""
         self.late += 1
-        if self.late & (self.late - 1) == 0:
+        if log.doubled(self.late - 1, self.late):
             log.warning(f"a tick took longer than its {self.deadline_ms:g} ms deadline ({self.late} so far)")
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:

@@ -338,7 +338,7 @@ class _SinkWorker:
         if len(self._queue) >= self.maxlen:
             self._queue.popleft()
             self.dropped += 1
-            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: said, not spammed
+            if log.doubled(self.dropped - 1, self.dropped):
                 log.warning(
                     f"a result sink is not keeping up (stalled or failing): {self.name} dropped "
                     f"{self.dropped} results so far, oldest first"
@@ -392,7 +392,7 @@ class _SinkWorker:
                 self.sink.write(self._line)
             except (OSError, ValueError) as err:  # disk full, closed pipe: kept, retried later
                 self.errors += 1
-                if self.errors & (self.errors - 1) == 0:
+                if log.doubled(self.errors - 1, self.errors):
                     log.warning(
                         f"a result sink failed ({self.name}: {err}); its lines are kept and retried "
                         f"[{self.errors} errors]"

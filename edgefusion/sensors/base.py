@@ -234,7 +234,7 @@ class StateLog:
         self._current = key
         self._times[key] += 1
         n = self._times[key]
-        if n & (n - 1) == 0:
+        if log.doubled(n - 1, n):
             say = log.notice if state is SensorState.OK else log.warning
             times = f" [{n} times]" if n > 1 else ""
             say(f"sensor {self.name}: {state.value}{': ' + reason if reason else ''}{times}")
