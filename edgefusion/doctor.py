@@ -107,9 +107,9 @@ def _gpu() -> list[Check]:
     nodes = glob.glob("/dev/nvhost-*") + glob.glob("/dev/nvidia[0-9]*")
     providers = []
     if importlib.util.find_spec("onnxruntime"):
-        import onnxruntime
+        from edgefusion.backends.onnxruntime.session import import_onnxruntime
 
-        providers = onnxruntime.get_available_providers()
+        providers = import_onnxruntime().get_available_providers()
     gpu = Check("GPU", "ok", f"{len(nodes)} device nodes; onnxruntime providers {', '.join(providers)}")
     if not nodes:
         gpu = Check(
