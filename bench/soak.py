@@ -98,7 +98,7 @@ def soak(minutes: float, seed: int) -> dict:
         "tick_rate_hz": round(runtime.ticks / elapsed, 3),
         "overruns": runtime.overruns,
         "results_written": counter.lines,
-        "results_dropped": runtime.writer.dropped,
+        "results_dropped": runtime.writer.results_lost,
         "recoveries": counter.recoveries,
         "samples_dropped": {m: dict(s.dropped) for m, s in rig.sensors.items()},
         "rss_mb": rss,

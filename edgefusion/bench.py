@@ -38,10 +38,10 @@ class _Replay:
     """A SampleSource replaying from memory, advanced by the benchmark's robot clock (no thread)."""
 
     dropped: dict[str, int] = {}  # replayed from memory: nothing to drop
-    counters: Counter[str] = Counter()  # no device: no events (the SampleSource protocol's)
 
     def __init__(self, modality: str, frames: np.ndarray, every: int):
         self.modality, self.every = modality, every
+        self.counters: Counter[str] = Counter()  # events the sync counts (torn copies); no device
         self._samples = [Sample(f, 0.0, i + 1) for i, f in enumerate(frames)]
         self.current = self._samples[0]
 

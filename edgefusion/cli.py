@@ -278,17 +278,19 @@ def _sensor_states(runtime) -> dict[str, str]:
 def _exit_line(runtime, seconds: float, states: dict[str, str]) -> str:
     """What happened in a run: ticks, rate, overruns and late ticks, each sensor's state and
     counters, what the sinks dropped or failed to write."""
+    from edgefusion.service.heartbeat import sensor_events
+
     rate = runtime.ticks / seconds if seconds > 0 else 0.0
-    sensors = []
-    for m, sensor in runtime.sensors.items():
-        counts = {**getattr(sensor, "dropped", {}), **getattr(sensor, "counters", {})}
-        counted = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-        sensors.append(f"{m} {states.get(m, '?')}" + (f" [{counted}]" if counted else ""))
+    sensors = "; ".join(f"{m} {states.get(m, '?')}" for m in runtime.sensors)
+    events = sensor_events(runtime.sensors)
     writer = runtime.writer
-    sinks = f"{getattr(writer, 'dropped', 0)} results dropped, {getattr(writer, 'errors', 0)} sink errors"
+    lost = writer.results_lost if writer is not None else 0
+    sinks = f"{lost} results lost, {writer.errors if writer is not None else 0} sink errors"
+    backend = " (backend failed)" if runtime.backend_failed else ""
     return (
         f"stopped after {seconds:.1f} s: {runtime.ticks} ticks ({rate:.1f} Hz), {runtime.overruns} overruns, "
-        f"{runtime.late} late ticks (> {runtime.deadline_ms:g} ms); {'; '.join(sensors)}; {sinks}"
+        f"{runtime.late} late ticks (> {runtime.deadline_ms:g} ms), {runtime.invalid} ticks with no valid "
+        f"output{backend}; {sensors}" + (f" [{events}]" if events else "") + f"; {sinks}"
     )
 
 

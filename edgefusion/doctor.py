@@ -38,9 +38,15 @@ def _version(module: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return None
     try:
-        return str(getattr(importlib.import_module(module), "__version__", "installed"))
+        if module == "onnxruntime":  # with its telemetry off, as the backend imports it
+            from edgefusion.backends.onnxruntime.session import import_onnxruntime
+
+            loaded = import_onnxruntime()
+        else:
+            loaded = importlib.import_module(module)
+        return str(getattr(loaded, "__version__", "installed"))
     except Exception as err:  # installed but broken (a missing libusb behind pyrealsense2)
-        return f"broken: {str(err).splitlines()[0]}"
+        return f"broken: {(str(err).strip().splitlines() or [type(err).__name__])[0]}"
 
 
 def _usable(module: str) -> bool:

@@ -137,11 +137,16 @@ class Runtime:
 
     def stop(self) -> None:
         try:
+            stuck = False
             if self._restart is not None:  # never deactivate a backend while it activates
                 self._restart.join(RESTART_JOIN_S)
+                stuck = self._restart.is_alive()
             for s in self.sensors.values():
                 s.disconnect()
-            self.backend.deactivate()
+            if stuck:
+                log.error(f"the backend's reactivation is still running after {RESTART_JOIN_S:g} s; left to the exit")
+            else:
+                self.backend.deactivate()
             if self.next_backend is not None:  # reloaded but never swapped in
                 self.next_backend.deactivate()
         finally:

@@ -7,6 +7,7 @@ dataset is a pure function of (seed, size): the cache only saves the ~10 ms per 
 from __future__ import annotations
 
 import os
+import pwd
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,9 @@ _CHUNK = 250
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    # The user's own home, from the password database: importing pyrealsense2 (a session's camera
+    # file) points $HOME at a private temp folder for librealsense's sake.
+    root = os.environ.get("XDG_CACHE_HOME") or Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache"
     return Path(root) / "edgefusion" / "datasets"
 
 

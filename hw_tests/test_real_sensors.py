@@ -64,4 +64,4 @@ def test_a_microphone_delivers_16_khz_windows_on_the_monotonic_clock():
     times = np.array([t for t, _, _ in windows])
     assert abs(np.median(np.diff(times)) - 0.1) < 0.01, "a window every 0.1 s"
     assert windows[-1][1].shape == (16000,) and np.abs(windows[-1][1]).max() > 0, "not silence"
-    assert mic.overflows == 0 and mic.dropped_blocks == 0
+    assert mic.counters["overflows"] == 0 and mic.counters["dropped_blocks"] == 0

@@ -184,7 +184,16 @@ def test_run_says_what_it_runs_and_what_happened(tmp_path):
         assert words in start, start
     ticks = len(out.read_text().splitlines())
     assert end.startswith("edgefusion: stopped after ") and f": {ticks} ticks (" in end, (end, ticks)
-    for words in ("overruns", "late ticks", "rgb OK", "depth OK", "audio OK", "0 results dropped", "0 sink errors"):
+    for words in (
+        "overruns",
+        "late ticks",
+        "rgb OK",
+        "depth OK",
+        "audio OK",
+        "0 results lost",
+        "0 sink errors",
+        "0 ticks with no valid output",
+    ):
         assert words in end, end
 
 

@@ -24,10 +24,10 @@ class ReplaySource:
     """One modality of a session, as a SampleSource."""
 
     dropped: dict[str, int] = {}  # nothing is checked again: these samples were checked live
-    counters: Counter[str] = Counter()  # no device: no events (the SampleSource protocol's)
 
     def __init__(self, modality: str, samples: list[tuple[float, np.ndarray]], states: list[tuple[float, str]]):
         self.modality = modality
+        self.counters: Counter[str] = Counter()  # events the sync counts (torn copies); no device
         self.name = f"replay-{modality}"
         self._times = [t for t, _ in samples]
         self._data = [d for _, d in samples]
