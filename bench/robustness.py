@@ -32,14 +32,16 @@ def _corrupted(batch: TaskBatch, modality: str, level: float, seed: int) -> Task
 
 
 def kind_report(graph: Path, batch: TaskBatch) -> dict:
-    full = all_patterns()[0]
+    full = all_patterns(len(MODALITIES))[0]
     acc = {p: float((lg.argmax(1) == batch.intent).mean()) for p, lg in monolithic_logits(graph, batch).items()}
-    complete = acc[pattern_name(full)]
+    complete = acc[pattern_name(MODALITIES, full)]
     curves = {
         m: [
             float(
                 (
-                    monolithic_logits(graph, _corrupted(batch, m, lvl, 1000 + k), [full])[pattern_name(full)].argmax(1)
+                    monolithic_logits(graph, _corrupted(batch, m, lvl, 1000 + k), [full])[
+                        pattern_name(MODALITIES, full)
+                    ].argmax(1)
                     == batch.intent
                 ).mean()
             )
@@ -47,7 +49,7 @@ def kind_report(graph: Path, batch: TaskBatch) -> dict:
         ]
         for m in MODALITIES
     }
-    without = {m: acc[pattern_name(tuple(x != m for x in MODALITIES))] for m in MODALITIES}
+    without = {m: acc[pattern_name(MODALITIES, tuple(x != m for x in MODALITIES))] for m in MODALITIES}
     return {
         "accuracy": acc,
         "robustness": {m: (complete - without[m]) / complete for m in MODALITIES},

@@ -22,12 +22,12 @@ from edgefusion.task import TaskBatch
 @dataclass(frozen=True)
 class CalibrationSet:
     inputs: dict[str, np.ndarray]  # modality → (N, ...) float32
-    present: np.ndarray  # (N, 3) float32: pattern k of all_patterns() for sample i is k = i mod 7
+    present: np.ndarray  # (N, 3) float32: pattern k of all_patterns(len(MODALITIES)) for sample i is k = i mod 7
     source: str
 
     @classmethod
     def from_batch(cls, batch: TaskBatch, source: str) -> CalibrationSet:
-        patterns = np.array(all_patterns(), dtype=np.float32)
+        patterns = np.array(all_patterns(len(MODALITIES)), dtype=np.float32)
         present = patterns[np.arange(len(batch)) % len(patterns)]
         return cls({m: getattr(batch, m) for m in MODALITIES}, present, source)
 
@@ -56,6 +56,6 @@ class CalibrationSet:
         return {
             "source": self.source,
             "samples": len(self),
-            "patterns": len(all_patterns()),
+            "patterns": len(all_patterns(len(MODALITIES))),
             "sha256": self.sha256(),
         }

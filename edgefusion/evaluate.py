@@ -66,15 +66,15 @@ def noisy(modality: str, level: float, seed: int):
 
 
 def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noise: bool = True) -> dict:
-    patterns = all_patterns()
+    patterns = all_patterns(len(MODALITIES))
     full = patterns[0]
     accuracy, confidence = {}, {}
     for prec, backend in backends.items():
         preds, conf = _predict(backend, batch, patterns)
-        accuracy[prec] = {pattern_name(p): float((preds[p] == batch.intent).mean()) for p in patterns}
-        confidence[prec] = {pattern_name(p): float(conf[p].mean()) for p in patterns}
+        accuracy[prec] = {pattern_name(MODALITIES, p): float((preds[p] == batch.intent).mean()) for p in patterns}
+        confidence[prec] = {pattern_name(MODALITIES, p): float(conf[p].mean()) for p in patterns}
     ref = accuracy["fp32"] if "fp32" in accuracy else next(iter(accuracy.values()))
-    complete = ref[pattern_name(full)]
+    complete = ref[pattern_name(MODALITIES, full)]
     best_single = max(ref[m] for m in MODALITIES)
     report = {
         "samples": len(batch),
@@ -84,7 +84,8 @@ def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noi
         "confidence": confidence,
         "fusion_gain": (complete - best_single) / best_single,
         "robustness": {
-            m: (complete - ref[pattern_name(tuple(x != m for x in MODALITIES))]) / complete for m in MODALITIES
+            m: (complete - ref[pattern_name(MODALITIES, tuple(x != m for x in MODALITIES))]) / complete
+            for m in MODALITIES
         },
     }
     if noise:

@@ -33,7 +33,7 @@ class SessionSummary:
         expected, since = self.truth(t)
         if expected is None or since < SETTLE_S:
             return
-        pattern = pattern_name([r["present"][m] for m in MODALITIES])
+        pattern = pattern_name(MODALITIES, [r["present"][m] for m in MODALITIES])
         hits = self.by_pattern.setdefault(pattern, [0, 0])
         hits[0] += r["label"] == expected
         hits[1] += 1

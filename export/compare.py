@@ -21,7 +21,7 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH, TaskBatch
 
-PATTERNS = [pattern_name(p) for p in all_patterns()]
+PATTERNS = [pattern_name(MODALITIES, p) for p in all_patterns(len(MODALITIES))]
 
 
 def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
@@ -40,7 +40,7 @@ def _ort_logits(onnx_dir, kind: str, precision: str, data: TaskBatch) -> dict[st
         absent = {m: z[m] for m in MODALITIES}
     runner = SplitRunner(graphs, absent)
     proj = runner.projections(data)
-    return {pattern_name(p): runner.logits(proj, p) for p in all_patterns()}
+    return {pattern_name(MODALITIES, p): runner.logits(proj, p) for p in all_patterns(len(MODALITIES))}
 
 
 def full_scale_audio(n: int = SAMPLE_RATE * int(AUDIO_WINDOW_S)) -> np.ndarray:

@@ -32,13 +32,13 @@ def monolithic_logits(path: Path, data: TaskBatch, patterns=None, chunk: int = 2
     pattern name; one session serves them all."""
     sess = session(path)
     out = {}
-    for present in patterns or all_patterns():
+    for present in patterns or all_patterns(len(MODALITIES)):
         parts = []
         for sl in _chunks(len(data), chunk):
             feed = {m: getattr(data, m)[sl] for m in MODALITIES}
             feed["present"] = np.tile(np.array(present, dtype=np.float32), (sl.stop - sl.start, 1))
             parts.append(sess.run(["logits"], feed)[0])
-        out[pattern_name(present)] = np.concatenate(parts)
+        out[pattern_name(MODALITIES, present)] = np.concatenate(parts)
     return out
 
 

@@ -38,7 +38,7 @@ class TrainConfig:
 
 
 def _pattern_weights(probs: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    patterns = np.array(all_patterns(), dtype=np.float32)
+    patterns = np.array(all_patterns(len(MODALITIES)), dtype=np.float32)
     counts = patterns.sum(1).astype(int)
     group = {3: probs[0], 2: probs[1], 1: probs[2]}
     n_in_group = {k: (counts == k).sum() for k in group}
@@ -125,9 +125,9 @@ def logits_by_pattern(
     emb = {m: torch.cat(v) for m, v in h.items()}
     dtype = emb["rgb"].dtype
     out = {}
-    for p in all_patterns():
+    for p in all_patterns(len(MODALITIES)):
         mask = torch.tensor([p] * len(data), dtype=dtype, device=device)
-        out[pattern_name(p)] = model.fusion(emb, mask).float().cpu().numpy()
+        out[pattern_name(MODALITIES, p)] = model.fusion(emb, mask).float().cpu().numpy()
     return out
 
 

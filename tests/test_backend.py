@@ -38,7 +38,7 @@ def _monolithic(bundle, batch, i, present):
 
 def test_every_presence_pattern_matches_the_monolithic_graph(bundle, backend, small_batch):
     _load(backend, small_batch, 0)
-    for present in all_patterns():
+    for present in all_patterns(len(MODALITIES)):
         backend.submit([True] * 3, present)
         logits, probs = backend.wait()
         ref = _monolithic(bundle, small_batch, 0, present)

@@ -7,8 +7,8 @@ from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.evaluate import evaluate, heldout
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 
-FULL = pattern_name(all_patterns()[0])
-ONE_MISSING = [pattern_name(p) for p in all_patterns() if sum(p) == len(MODALITIES) - 1]
+FULL = pattern_name(MODALITIES, all_patterns(len(MODALITIES))[0])
+ONE_MISSING = [pattern_name(MODALITIES, p) for p in all_patterns(len(MODALITIES)) if sum(p) == len(MODALITIES) - 1]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def quantized(exported_lmf, calib, tmp_path_factory):
 
 def test_calibration_covers_every_presence_pattern(calib):
     seen = {tuple(bool(v) for v in row) for row in calib.present}
-    assert seen == set(all_patterns())
+    assert seen == set(all_patterns(len(MODALITIES)))
     feeds = list(calib.batches(["rgb", "present"], batch_size=4))
     assert sum(len(f["rgb"]) for f in feeds) == len(calib) and set(feeds[0]) == {"rgb", "present"}
 

@@ -188,13 +188,13 @@ def test_int8_calibrates_on_recorded_sessions(recorded, tmp_path):
     from edgefusion.calibration.int8_set import CalibrationSet
     from edgefusion.export.quantize import quantize_graph
 
-    from edgefusion.modalities import all_patterns
+    from edgefusion.modalities import MODALITIES, all_patterns
     from edgefusion.session.dataset import session_batch
     from edgefusion.task import INTENTS
 
     out, _ = recorded
     calib = CalibrationSet.from_batch(session_batch([out], INTENTS), f"session {out}")
-    assert {tuple(p) for p in calib.present.tolist()} == {tuple(map(float, p)) for p in all_patterns()}
+    assert {tuple(p) for p in calib.present.tolist()} == {tuple(map(float, p)) for p in all_patterns(len(MODALITIES))}
     graph = quantize_graph(default_bundle_path() / "fp32" / "rgb.onnx", tmp_path / "rgb.onnx", calib)
     sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(graph)).graph.node)
