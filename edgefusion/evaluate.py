@@ -1,53 +1,155 @@
-"""``edgefusion eval``: the seed's metrics, measured through the runtime's own backend path.
+"""``edgefusion eval``: the held-out metrics, measured through the runtime's own backend path.
 
 Accuracy per precision and presence pattern, Fusion_Gain, Robustness per missing modality
 ((Perf_complete - Perf_missing) / Perf_complete) and, MultiBench-style, accuracy against a noise
 level 0..0.9 applied to one modality at a time, with its area as "relative robustness".
-The data is the bundle's held-out set, regenerated from the task seed in its manifest.
+
+The data: for a bundle of the built-in task (its labels are the task's intents and each modality
+takes the task's data for its stream), the held-out set regenerated from the task seed in its
+manifest. Any other bundle's held-out data is the user's: an .npz with one array per modality
+name, shaped (N, *input shape) as the runtime delivers it, and ``labels``, (N,) class indices
+or label strings (``heldout(..., data=path)``, the ``--data`` of ``edgefusion eval``).
 """
 
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from edgefusion.atomic import atomic_write
-from edgefusion.backends.base import Backend
+from edgefusion.backends.base import Backend, first_line
 from edgefusion.bundle import Bundle
 from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
-from edgefusion.task import TaskBatch, generate
+from edgefusion.modalities import all_patterns, pattern_name
 
 NOISE_LEVELS = tuple(round(0.1 * k, 1) for k in range(10))
 
 
-def heldout(bundle: Bundle, samples: int) -> TaskBatch:
+@dataclass(frozen=True)
+class Heldout:
+    """Labelled samples for a bundle: ``inputs`` by modality name, (N, *input shape) float32;
+    ``labels`` (N,) class indices into the bundle's labels; ``source`` says where they came from."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def task_inputs(bundle: Bundle, batch) -> dict[str, np.ndarray] | None:
+    """The built-in task's ``batch`` (a TaskBatch) as this bundle's inputs, by modality name; None
+    unless the bundle is a model of that task: its labels the task's intents and each modality's
+    input the shape of the task's data for its stream."""
+    from edgefusion.task import INTENTS
+
+    if bundle.labels != tuple(INTENTS):
+        return None
+    inputs = {spec.name: getattr(batch, spec.sensor) for spec in bundle.modalities}
+    if any(inputs[spec.name].shape[1:] != spec.shape for spec in bundle.modalities):
+        return None
+    return inputs
+
+
+def heldout(bundle: Bundle, samples: int, data: str | Path | None = None) -> Heldout:
+    """``samples`` held-out samples: the first of the .npz at ``data`` if given, else the built-in
+    task's held-out set for a bundle of that task; EdgefusionError (one line) otherwise."""
+    if data is not None:
+        return load_heldout(bundle, data, samples)
+    from edgefusion.task import generate
+
+    probe = task_inputs(bundle, generate(0, 1))
+    if probe is None:
+        raise EdgefusionError(
+            f"{bundle.root}: not a model of the built-in task, so eval has no held-out data of its own; give it "
+            f"labelled data: an .npz with one array per modality ({', '.join(bundle.names)}) and labels (--data FILE)"
+        )
     seed = bundle.accuracy.get("heldout", {}).get("task_seed")
     if seed is None:
         raise EdgefusionError(
             f"{bundle.root}: the manifest names no held-out task seed; pass a bundle from edgefusion-export"
         )
-    return generate(int(seed), samples)
+    batch = generate(int(seed), samples)
+    return Heldout(task_inputs(bundle, batch), batch.intent, f"the built-in task, seed {seed}")
+
+
+def load_heldout(bundle: Bundle, path: str | Path, samples: int) -> Heldout:
+    """The first ``samples`` rows of the .npz at ``path``, checked against the bundle (one line each)."""
+    where = f"--data {path}"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array
+            raise ValueError("a single array, not an archive of named arrays")
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    except FileNotFoundError:
+        raise EdgefusionError(f"{where}: no such file; give an .npz of held-out data") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise EdgefusionError(
+            f"{where}: not a readable .npz of plain arrays ({first_line(err)}); write it with numpy.savez"
+        ) from None
+    want = {*bundle.names, "labels"}
+    if set(arrays) != want:
+        raise EdgefusionError(
+            f"{where}: holds arrays {sorted(arrays)}, but this bundle needs exactly {sorted(want)} "
+            "(one per modality, and labels)"
+        )
+    labels = arrays["labels"]
+    n = len(labels) if labels.ndim == 1 else 0
+    if n == 0:
+        raise EdgefusionError(
+            f"{where}: labels must be a non-empty 1-D array, one per sample; got shape {labels.shape}"
+        )
+    if labels.dtype.kind in "US":
+        unknown = sorted(set(labels.tolist()) - set(bundle.labels))
+        if unknown:
+            raise EdgefusionError(
+                f"{where}: label {unknown[0]!r} is not one of the bundle's ({', '.join(bundle.labels)})"
+            )
+        labels = np.array([bundle.labels.index(x) for x in labels.tolist()], np.int64)
+    elif labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(bundle.labels):
+        raise EdgefusionError(
+            f"{where}: labels must be label strings or class indices 0..{len(bundle.labels) - 1}; got {labels.dtype} "
+            f"values {labels.min()}..{labels.max()}"
+        )
+    inputs = {}
+    for spec in bundle.modalities:
+        x = arrays[spec.name]
+        if x.shape != (n, *spec.shape):
+            raise EdgefusionError(
+                f"{where}: array {spec.name!r} has shape {x.shape}, but {n} samples of this bundle's {spec.name} "
+                f"input are {(n, *spec.shape)}"
+            )
+        if x.dtype.kind not in "fiu" or not np.isfinite(x).all():
+            raise EdgefusionError(f"{where}: array {spec.name!r} must hold finite numbers (got {x.dtype})")
+        inputs[spec.name] = x[:samples].astype(np.float32, copy=False)
+    return Heldout(inputs, labels[:samples].astype(np.int64), str(path))
 
 
 def _predict(
-    backend: Backend, batch: TaskBatch, patterns, corrupt=None
+    backend: Backend, data: Heldout, patterns, corrupt=None
 ) -> tuple[dict[tuple, np.ndarray], dict[tuple, np.ndarray]]:
     """Predicted class and its probability (the result line's confidence) per sample for each
     pattern. The backend's caching encodes a sample once, and again only for a modality coming
     back after a pattern where it was absent."""
-    preds = {p: np.empty(len(batch), np.int64) for p in patterns}
-    conf = {p: np.empty(len(batch), np.float32) for p in patterns}
-    for i in range(len(batch)):
-        for m in MODALITIES:
-            x = getattr(batch, m)[i]
+    names = backend.names
+    preds = {p: np.empty(len(data), np.int64) for p in patterns}
+    conf = {p: np.empty(len(data), np.float32) for p in patterns}
+    for i in range(len(data)):
+        for m in names:
+            x = data.inputs[m][i]
             np.copyto(backend.input_buffer(m)[0], corrupt(m, x, i) if corrupt else x)
-        fresh = [True] * len(MODALITIES)
+        fresh = [True] * len(names)
         for p in patterns:
             backend.submit(fresh, p)
             probs = backend.wait()[1]
             preds[p][i] = int(np.argmax(probs))
             conf[p][i] = probs[preds[p][i]]
-            fresh = [False] * len(MODALITIES)
+            fresh = [False] * len(names)
     return preds, conf
 
 
@@ -65,41 +167,47 @@ def noisy(modality: str, level: float, seed: int):
     return corrupt
 
 
-def evaluate(bundle: Bundle, backends: dict[str, Backend], batch: TaskBatch, noise: bool = True) -> dict:
-    patterns = all_patterns(len(MODALITIES))
+def evaluate(bundle: Bundle, backends: dict[str, Backend], data: Heldout, noise: bool = True) -> dict:
+    """The report. With one modality there is nothing to fuse or to lose: Fusion_Gain is 0 and
+    Robustness is empty; a ratio over an accuracy of 0 is null."""
+    names = bundle.names
+    patterns = all_patterns(len(names))
     full = patterns[0]
     accuracy, confidence = {}, {}
     for prec, backend in backends.items():
-        preds, conf = _predict(backend, batch, patterns)
-        accuracy[prec] = {pattern_name(MODALITIES, p): float((preds[p] == batch.intent).mean()) for p in patterns}
-        confidence[prec] = {pattern_name(MODALITIES, p): float(conf[p].mean()) for p in patterns}
+        preds, conf = _predict(backend, data, patterns)
+        accuracy[prec] = {pattern_name(names, p): float((preds[p] == data.labels).mean()) for p in patterns}
+        confidence[prec] = {pattern_name(names, p): float(conf[p].mean()) for p in patterns}
     ref = accuracy["fp32"] if "fp32" in accuracy else next(iter(accuracy.values()))
-    complete = ref[pattern_name(MODALITIES, full)]
-    best_single = max(ref[m] for m in MODALITIES)
+    complete = ref[pattern_name(names, full)]
+    best_single = max(ref[m] for m in names)
+    without = {m: pattern_name(names, tuple(x != m for x in names)) for m in names} if len(names) > 1 else {}
     report = {
-        "samples": len(batch),
+        "samples": len(data),
+        "data": data.source,
         "accuracy": accuracy,
         # Mean confidence per pattern next to its accuracy: a result's confidence says what is
         # missing only if the two agree (they do for the shipped bundle: within 0.03).
         "confidence": confidence,
-        "fusion_gain": (complete - best_single) / best_single,
-        "robustness": {
-            m: (complete - ref[pattern_name(MODALITIES, tuple(x != m for x in MODALITIES))]) / complete
-            for m in MODALITIES
-        },
+        "fusion_gain": _ratio(complete - best_single, best_single),
+        "robustness": {m: _ratio(complete - ref[p], complete) for m, p in without.items()},
     }
     if noise:
         precision = "fp32" if "fp32" in backends else next(iter(backends))
         backend = backends[precision]
         curves = {}
-        for m in MODALITIES:
+        for m in names:
             curves[m] = [
-                float((_predict(backend, batch, [full], noisy(m, lvl, 1000 + k))[0][full] == batch.intent).mean())
+                float((_predict(backend, data, [full], noisy(m, lvl, 1000 + k))[0][full] == data.labels).mean())
                 for k, lvl in enumerate(NOISE_LEVELS)
             ]
         report["noise"] = {"levels": list(NOISE_LEVELS), "precision": precision, "accuracy": curves}
         report["relative_robustness"] = {m: float(np.mean(c)) for m, c in curves.items()}
     return report
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def require_matplotlib():
@@ -155,21 +263,29 @@ def figure(report: dict, bundle: Bundle):
 
 def render(report: dict) -> str:
     patterns = list(next(iter(report["accuracy"].values())))
-    lines = [f"{report['samples']} held-out samples", "prec  " + "".join(f"{p:>17}" for p in patterns)]
+    lines = [
+        f"{report['samples']} held-out samples ({report['data']})",
+        "prec  " + "".join(f"{p:>17}" for p in patterns),
+    ]
     for prec, acc in report["accuracy"].items():
         lines.append(f"{prec:<6}" + "".join(f"{acc[p]:>17.3f}" for p in patterns))
     for prec, conf in report["confidence"].items():
         lines.append(f"{'conf':<6}" + "".join(f"{conf[p]:>17.3f}" for p in patterns) + f"  (mean confidence, {prec})")
-    lines.append(f"Fusion_Gain {report['fusion_gain']:.3f}")
-    lines.append(
-        "Robustness (drop when missing): " + ", ".join(f"{m} {v:.3f}" for m, v in report["robustness"].items())
-    )
+    lines.append(f"Fusion_Gain {_show(report['fusion_gain'])}")
+    if report["robustness"]:
+        lines.append(
+            "Robustness (drop when missing): " + ", ".join(f"{m} {_show(v)}" for m, v in report["robustness"].items())
+        )
     if "noise" in report:
         lines.append("accuracy vs noise level " + " ".join(f"{lvl:.1f}" for lvl in report["noise"]["levels"]))
         for m, acc in report["noise"]["accuracy"].items():
             lines.append(
-                f"  {m:<6}"
+                f"  {m:<8}"
                 + " ".join(f"{a:.2f}" for a in acc)
                 + f"   relative robustness {report['relative_robustness'][m]:.3f}"
             )
     return "\n".join(lines)
+
+
+def _show(value: float | None) -> str:
+    return "n/a (accuracy 0)" if value is None else f"{value:.3f}"

@@ -30,7 +30,6 @@ import orjson
 
 from edgefusion import log
 from edgefusion.backends.base import Backend
-from edgefusion.modalities import MODALITIES
 from edgefusion.sensors.base import SampleSource, SensorState
 from edgefusion.sinks import Sink, SinkWriter
 from edgefusion.sync import Synchronizer
@@ -55,14 +54,16 @@ class TickResult(NamedTuple):
     label: str | None  # None when the tick has no answer: ``reason`` says why
     confidence: float | None
     probs: list[float] | None  # in label order
-    present: tuple[bool, ...]  # in MODALITIES order
+    present: tuple[bool, ...]  # in the bundle's modality order
     fresh: tuple[bool, ...]
     sensors: tuple[SensorState, ...]
     latency_ms: float
     sample_t: tuple[float | None, ...]  # capture time of each sample used (None: absent)
     reason: str | None = None  # why there is no label; None when there is one
 
-    def as_dict(self, labels: tuple[str, ...]) -> dict:
+    def as_dict(self, labels: tuple[str, ...], names: tuple[str, ...]) -> dict:
+        """The result line: ``labels`` the bundle's, ``names`` its modalities (the keys of
+        ``present``, ``fresh``, ``sensors`` and ``sample_t``)."""
         return {
             "t": self.t,
             "tick": self.tick,
@@ -70,11 +71,11 @@ class TickResult(NamedTuple):
             "confidence": self.confidence,
             "probs": None if self.probs is None else dict(zip(labels, self.probs)),
             "reason": self.reason,
-            "present": dict(zip(MODALITIES, self.present)),
-            "fresh": dict(zip(MODALITIES, self.fresh)),
-            "sensors": {m: state.value for m, state in zip(MODALITIES, self.sensors)},
+            "present": dict(zip(names, self.present)),
+            "fresh": dict(zip(names, self.fresh)),
+            "sensors": {m: state.value for m, state in zip(names, self.sensors)},
             "latency_ms": self.latency_ms,
-            "sample_t": dict(zip(MODALITIES, self.sample_t)),
+            "sample_t": dict(zip(names, self.sample_t)),
         }
 
 
@@ -89,7 +90,9 @@ def judge_probs(p: list[float]) -> str | None:
 
 
 class Runtime:
-    """The loop's state. Counters for STATUS, the summary and the exit (read from any thread):
+    """The loop's state. ``sensors`` and ``max_age_s`` are keyed by stream (rgb, depth, audio);
+    results by the bundle's modality names (``names``). Counters for STATUS, the summary and the
+    exit (read from any thread):
     ``ticks``, ``overruns``, ``late``, ``invalid`` (ticks without a usable output), ``backend_failed``
     and ``backend_restarting`` (now), ``backend_restarts`` (reactivations), and ``writer`` (the
     ``SinkWriter``: per-sink counters, ``results_lost``)."""
@@ -111,7 +114,8 @@ class Runtime:
         self.tick_hz = tick_hz  # as configured; the thermal policy may tick slower for a while
         self.period = 1.0 / tick_hz
         self.labels = labels = backend.bundle.labels
-        encode = lambda r: orjson.dumps(r.as_dict(labels)).decode()  # noqa: E731
+        self.names = names = backend.bundle.names
+        encode = lambda r: orjson.dumps(r.as_dict(labels, names)).decode()  # noqa: E731
         self.writer = SinkWriter(sinks, encode, interval_s=flush_s) if sinks else None
         self.on_result = on_result
         self.ticks = 0
@@ -131,7 +135,7 @@ class Runtime:
 
     def start(self) -> None:
         self.backend.activate()
-        self.sync = Synchronizer(self.sensors, self.max_age_s, self.backend)
+        self.sync = self._synchronizer()
         for s in self.sensors.values():
             s.connect()
 
@@ -166,11 +170,16 @@ class Runtime:
         """From any thread: the loop takes the new period at its next tick."""
         self.period = 1.0 / hz
 
+    def _synchronizer(self) -> Synchronizer:
+        """A sync onto the current backend's buffers (new after a swap or a reactivation)."""
+        return Synchronizer(self.backend.bundle.modalities, self.sensors, self.max_age_s, self.backend)
+
     def swap_backend(self, backend: Backend) -> None:
-        """Between ticks: run ``backend`` (active, same labels) from the next tick on. Its
-        buffers are new, so every present modality is copied in and encoded again."""
+        """Between ticks: run ``backend`` (active, same labels and modalities: the result lines
+        keep their keys) from the next tick on. Its buffers are new, so every present modality is
+        copied in and encoded again."""
         old, self.backend = self.backend, backend
-        self.sync = Synchronizer(self.sensors, self.max_age_s, backend)
+        self.sync = self._synchronizer()
         old.deactivate()
         if self.backend_failed:
             log.notice("the reloaded backend replaces the failed one")
@@ -182,7 +191,7 @@ class Runtime:
         now = t0 if now is None else now
         if self._restart is not None and not self._restart.is_alive():  # reactivated: new buffers
             self._restart = None
-            self.sync = Synchronizer(self.sensors, self.max_age_s, self.backend)
+            self.sync = self._synchronizer()
         st = self.sync.update(now)
         self.ticks += 1
         label: str | None = None
@@ -222,7 +231,7 @@ class Runtime:
         if self.writer is not None:
             self.writer.put(result)
         if self.on_result is not None:
-            self.on_result(result.as_dict(self.labels))
+            self.on_result(result.as_dict(self.labels, self.names))
         return result
 
     def _judge(self, problem: str | None, detail: str = "") -> str | None:

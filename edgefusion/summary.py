@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefusion.modalities import MODALITIES, pattern_name
+from edgefusion.modalities import pattern_name
 
 SETTLE_S = 1.0
 
@@ -33,7 +33,7 @@ class SessionSummary:
         expected, since = self.truth(t)
         if expected is None or since < SETTLE_S:
             return
-        pattern = pattern_name(MODALITIES, [r["present"][m] for m in MODALITIES])
+        pattern = pattern_name(list(r["present"]), list(r["present"].values()))  # the bundle's modalities
         hits = self.by_pattern.setdefault(pattern, [0, 0])
         hits[0] += r["label"] == expected
         hits[1] += 1
@@ -54,8 +54,8 @@ class SessionSummary:
             "latency_ms_p99": float(np.percentile(lat, 99)),
             "encoder_runs": dict(stats.encoder_runs),
             "head_runs": stats.head_runs,
-            "encoder_runs_saved": 1 - runs / max(1, len(MODALITIES) * stats.head_runs),
-            "dropped": {m: dict(s.dropped) for m, s in runtime.sensors.items()},
+            "encoder_runs_saved": 1 - runs / max(1, len(stats.encoder_runs) * stats.head_runs),
+            "dropped": {stream: dict(s.dropped) for stream, s in runtime.sensors.items()},  # the hardware's
             "invalid_ticks": runtime.invalid,
             "backend_failed": runtime.backend_failed,
             "backend_restarts": runtime.backend_restarts,

@@ -13,16 +13,21 @@ A sample whose data is a view into a buffer its capture thread goes on writing (
 microphone's ring) is checked after the copy; a torn copy is retried on the newest sample, and
 if capture outruns every try, the modality is absent for this tick and copied at the next. Each
 torn copy is counted in the sensor's ``counters["torn_copies"]``.
+
+The sync works over the bundle's modalities, in the bundle's order: each is fed by the sensor of
+its stream (``ModalitySpec.sensor``), with that stream's age limit; a modality whose stream has no
+sensor on this robot is absent on every tick (state FAILED).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgefusion.backends.base import Backend
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import ModalitySpec
 from edgefusion.sensors.base import ABSENT_STATES, Sample, SampleSource, SensorState
 
 COPY_TRIES = 3  # copies of a view that a capture burst may tear before the tick gives up on it
@@ -30,19 +35,34 @@ COPY_TRIES = 3  # copies of a view that a capture burst may tear before the tick
 
 @dataclass
 class SyncState:
-    present: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
-    fresh: list[bool] = field(default_factory=lambda: [False] * len(MODALITIES))
-    states: list[SensorState] = field(default_factory=lambda: [SensorState.RECONNECTING] * len(MODALITIES))
-    sample_t: list[float | None] = field(default_factory=lambda: [None] * len(MODALITIES))  # capture times used
+    """One tick's view, one entry per modality in the bundle's order (lists reused tick after tick)."""
+
+    present: list[bool]
+    fresh: list[bool]
+    states: list[SensorState]
+    sample_t: list[float | None]  # capture times used
+
+    @classmethod
+    def empty(cls, n: int) -> SyncState:
+        return cls([False] * n, [False] * n, [SensorState.RECONNECTING] * n, [None] * n)
 
 
 class Synchronizer:
-    def __init__(self, sensors: dict[str, SampleSource], max_age_s: dict[str, float], backend: Backend):
-        self.sensors = [sensors.get(m) for m in MODALITIES]
-        self.max_age = [max_age_s[m] for m in MODALITIES]
-        self.buffers = [backend.input_buffer(m)[0] for m in MODALITIES]
-        self.state = SyncState()
-        self._last_seq = [0] * len(MODALITIES)
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        sensors: dict[str, SampleSource],
+        max_age_s: dict[str, float],
+        backend: Backend,
+    ):
+        """``modalities``: the bundle's, in its order; ``sensors`` and ``max_age_s``: by stream
+        (rgb, depth, audio), as the config and the rig know them; ``backend``: its input buffers,
+        one per modality name."""
+        self.sensors = [sensors.get(spec.sensor) for spec in modalities]
+        self.max_age = [max_age_s[spec.sensor] for spec in modalities]
+        self.buffers = [backend.input_buffer(spec.name)[0] for spec in modalities]
+        self.state = SyncState.empty(len(modalities))
+        self._last_seq = [0] * len(modalities)
 
     def update(self, now: float) -> SyncState:
         s = self.state

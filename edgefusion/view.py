@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from edgefusion.modalities import MODALITIES
-
 _SHORT = {"OK": "ok", "STALE": "stale", "FAILED": "FAILED", "RECONNECTING": "reconn"}
 
 
@@ -26,8 +24,7 @@ class LiveView:
 
     def __call__(self, r: dict) -> None:
         t = r["t"] - self.t0
-        for m in MODALITIES:
-            state = r["sensors"][m]
+        for m, state in r["sensors"].items():  # the bundle's modalities, in its order
             if self._states.get(m) != state:
                 if m in self._states:
                     self._line(f"{t:6.1f}s  {m:<5} {self._states[m]} -> {state}")
@@ -36,7 +33,7 @@ class LiveView:
             return
         self._last_print = t
         # A modality whose sensor is fine but whose samples are not used (e.g. NaN) shows "-".
-        sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]] + ('' if r['present'][m] else '-'):<7}" for m in MODALITIES)
+        sensors = " ".join(f"{m}:{_SHORT[r['sensors'][m]] + ('' if r['present'][m] else '-'):<7}" for m in r["sensors"])
         if r["label"] is None:  # no answer: say why instead of a confidence
             answer = f"intent (none)    {r['reason']}"
         else:

@@ -20,7 +20,6 @@ import numpy as np
 
 from edgefusion.bundle import Bundle
 from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import MODALITIES
 
 
 class BackendError(EdgefusionError):
@@ -35,7 +34,7 @@ def first_line(err: BaseException) -> str:
 
 @dataclass
 class BackendStats:
-    encoder_runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    encoder_runs: dict[str, int] = field(default_factory=dict)  # per modality name, in the bundle's order
     head_runs: int = 0
 
 
@@ -51,9 +50,10 @@ class Backend(ABC):
             )
         self.bundle = bundle
         self.precision = precision
-        self.stats = BackendStats()
+        self.names = bundle.names  # the modalities, in the order of submit's masks
+        self.stats = BackendStats(dict.fromkeys(self.names, 0))
         self._absent = bundle.absent(precision)
-        self._holds_absent = dict.fromkeys(MODALITIES, True)
+        self._holds_absent = dict.fromkeys(self.names, True)
         self._active = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -75,23 +75,23 @@ class Backend(ABC):
         except BaseException:
             self._deactivate_impl()
             raise
-        for m in MODALITIES:
+        for m in self.names:
             np.copyto(self.projection(m), self._absent[m][None])
-        self._holds_absent = dict.fromkeys(MODALITIES, True)
+        self._holds_absent = dict.fromkeys(self.names, True)
         self._active = True
 
     def _warm_tick(self) -> None:
         """Every encoder and the head once, on zero inputs (left zero), not counted in the stats:
         the outputs must be finite. It also takes the first run's one-off costs off the first tick."""
-        for m in MODALITIES:
+        for m in self.names:
             self.input_buffer(m).fill(0.0)
         where = f"bundle {self.bundle.root} ({self.precision}) on {self.name}"
         try:
-            self._enqueue_impl(list(MODALITIES))
+            self._enqueue_impl(list(self.names))
             logits, probs = self.wait()
         except Exception as err:  # a runtime's own exception types: the graph cannot run here
             raise BackendError(f"{where}: the warm-up tick failed: {first_line(err)}") from err
-        outputs = {**{f"the {m} projection": self.projection(m) for m in MODALITIES}, "logits": logits, "probs": probs}
+        outputs = {**{f"the {m} projection": self.projection(m) for m in self.names}, "logits": logits, "probs": probs}
         for what, out in outputs.items():
             if not np.isfinite(out).all():
                 raise BackendError(f"{where}: the warm-up tick gave non-finite {what}; export the bundle again")
@@ -103,12 +103,17 @@ class Backend(ABC):
 
     # -- per tick ------------------------------------------------------------------------------
     def submit(self, fresh: Sequence[bool], present: Sequence[bool]) -> None:
-        """Enqueue one tick. ``fresh[i]``: modality i's input buffer holds data not yet encoded;
-        ``present[i]``: modality i counts (else its absent projection is used)."""
+        """Enqueue one tick. ``fresh[i]``: modality i (in the bundle's order) has data in its input
+        buffer not yet encoded; ``present[i]``: modality i counts (else its absent projection is used)."""
         if not self._active:
             raise RuntimeError("submit() on an inactive backend: call activate() first")
         run = []
-        for m, is_fresh, is_present in zip(MODALITIES, fresh, present):
+        if len(fresh) != len(self.names) or len(present) != len(self.names):
+            raise ValueError(
+                f"submit() takes one fresh and one present flag per modality ({', '.join(self.names)}), "
+                f"got {len(fresh)} and {len(present)}"
+            )
+        for m, is_fresh, is_present in zip(self.names, fresh, present):
             if not is_present:
                 if not self._holds_absent[m]:
                     np.copyto(self.projection(m), self._absent[m][None])
@@ -149,11 +154,10 @@ class Backend(ABC):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _input_shape(self, modality: str) -> tuple[int, ...]:
-        spec = self.bundle.input_spec(modality)
-        return (1, *spec["shape"][1:])
+        return (1, *self.bundle.modality(modality).shape)
 
     def _projection_shape(self, modality: str) -> tuple[int, ...]:
-        return (1, *self._absent[modality].shape)
+        return (1, *self.bundle.modality(modality).projection)
 
     @property
     def n_classes(self) -> int:

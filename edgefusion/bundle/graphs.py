@@ -7,32 +7,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefusion.bundle.manifest import MANIFEST, REEXPORT
+from edgefusion.bundle.manifest import HEAD, MANIFEST, REEXPORT, modality_specs
 from edgefusion.errors import BundleError, EdgefusionError
-from edgefusion.modalities import MODALITIES
 
 # (name, shape after the batch axis) of each input and output a graph must have, in the manifest's order.
 TensorIO = tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, tuple[int, ...]], ...]]
 
 
 def graph_io(doc: dict, graph: str) -> TensorIO:
-    """What ``graph`` must take and give, from the manifest: the contract every backend binds."""
-    modalities = doc["modalities"]
-
-    def spec(m: str, side: str) -> tuple[str, tuple[int, ...]]:
-        return modalities[m][side]["name"], tuple(modalities[m][side]["shape"][1:])
-
+    """What ``graph`` (a modality's name, "head" or "monolithic") must take and give, from the
+    validated manifest: the contract every backend binds."""
+    specs = modality_specs(doc)
     width = (len(doc["labels"]),)
-    if graph in MODALITIES:
-        return (spec(graph, "input"),), (spec(graph, "output"),)
-    if graph == "head":
+    for spec in specs:
+        if spec.name == graph:
+            return ((spec.input_name, spec.shape),), ((spec.output_name, spec.projection),)
+    if graph == HEAD:
         head = doc["head"]
-        inputs = tuple((name, spec(m, "output")[1]) for name, m in zip(head["inputs"], MODALITIES))
+        inputs = tuple((name, spec.projection) for name, spec in zip(head["inputs"], specs))
         return inputs, tuple((name, width) for name in head["outputs"])
     mono = doc["monolithic"]
     *names, present = mono["inputs"]
-    inputs = tuple((name, spec(m, "input")[1]) for name, m in zip(names, MODALITIES))
-    return (*inputs, (present, (len(MODALITIES),))), tuple((name, width) for name in mono["outputs"])
+    inputs = tuple((name, spec.shape) for name, spec in zip(names, specs))
+    return (*inputs, (present, (len(specs),))), tuple((name, width) for name in mono["outputs"])
 
 
 def check_graph(data: bytes, rel: str, role: str, want: TensorIO, where: str) -> None:

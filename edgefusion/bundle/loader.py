@@ -27,27 +27,32 @@ import numpy as np
 
 from edgefusion.bundle.graphs import check_graph, graph_io
 from edgefusion.bundle.manifest import (
-    GRAPHS,
     MANIFEST,
     MAX_ELEMENTS,
     MAX_FILES,
     MAX_JSON_DEPTH,
     MAX_MANIFEST_BYTES,
+    MAX_MODALITIES,
     REEXPORT,
+    modality_specs,
     validate_manifest,
 )
 from edgefusion.errors import BundleError
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS, ModalitySpec
 
 _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle folder and its manifest; paths it hands out point into ``root``."""
+    """A verified bundle folder and its manifest; paths it hands out point into ``root``.
+
+    ``modalities`` are the manifest's, in its order: the order of the head's inputs, the presence
+    mask's columns and every per-modality tuple the runtime hands around."""
 
     root: Path
     manifest: dict
+    modalities: tuple[ModalitySpec, ...]
     _absent: dict[str, dict[str, np.ndarray]] = field(repr=False, compare=False)
     _graphs: dict[str, bytes] = field(repr=False, compare=False)
 
@@ -76,15 +81,27 @@ class Bundle:
         """Per modality, the (read-only) projection an absent modality contributes to the head."""
         return dict(self._absent[self._variant(precision)["absent"]])
 
-    def input_spec(self, modality: str) -> dict:
-        """The graph input of ``modality``: its name, shape (with a "batch" axis) and dtype."""
-        if modality not in MODALITIES:
-            raise BundleError(f"{self.root}: no modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-        return self.manifest["modalities"][modality]["input"]
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The modalities' names, in manifest order."""
+        return tuple(spec.name for spec in self.modalities)
+
+    def modality(self, name: str) -> ModalitySpec:
+        """The modality called ``name``: its input, projection, stream and rates."""
+        for spec in self.modalities:
+            if spec.name == name:
+                return spec
+        raise BundleError(f"{self.root}: no modality {name!r}; choose one of {', '.join(self.names)}")
+
+    def stream(self, sensor: str) -> ModalitySpec | None:
+        """The modality that ``sensor`` (a stream: rgb, depth or audio) feeds, or None if it feeds none."""
+        if sensor not in STREAMS:
+            raise BundleError(f"no sensor stream {sensor!r}; choose one of {', '.join(STREAMS)}")
+        return next((spec for spec in self.modalities if spec.sensor == sensor), None)
 
     def _graph_rel(self, precision: str, graph: str) -> str:
         graphs = self._variant(precision)["graphs"]
-        if graph not in GRAPHS or graph not in graphs:
+        if graph not in graphs:
             raise BundleError(
                 f"{self.root}: no graph {graph!r} in the {precision} variant; choose one of {', '.join(graphs)}"
             )
@@ -142,7 +159,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 "copy the bundle again from a trusted source"
             )
     absent, graphs = verify_contents(doc, data, where)
-    return Bundle(root, doc, absent, graphs)
+    return Bundle(root, doc, modality_specs(doc), absent, graphs)
 
 
 def parse_manifest(text: bytes, where: str) -> dict:
@@ -212,20 +229,23 @@ def read_absent(data: bytes, rel: str, manifest: dict, where: str) -> dict[str, 
     arrays = _read_npz(data)
     if arrays is None:
         raise BundleError(f"{where}: {rel} is not a readable .npz of plain arrays; export the bundle again")
-    if set(arrays) != set(MODALITIES):
+    specs = modality_specs(manifest)
+    names = [spec.name for spec in specs]
+    if set(arrays) != set(names):
         raise BundleError(
-            f"{where}: {rel} holds arrays {sorted(arrays)}, not exactly {list(MODALITIES)}; export the bundle again"
+            f"{where}: {rel} holds arrays {sorted(arrays)}, not exactly the modalities {names}; export the bundle again"
         )
-    for m in MODALITIES:
-        array = arrays[m]
-        want = tuple(manifest["modalities"][m]["output"]["shape"][1:])
-        if array.dtype != np.float32 or array.shape != want:
+    for spec in specs:
+        array = arrays[spec.name]
+        if array.dtype != np.float32 or array.shape != spec.projection:
             raise BundleError(
-                f"{where}: {rel} array {m!r} is {array.dtype} of shape {array.shape}, not float32 of shape {want} "
-                f"(the {m} output without its batch axis); export the bundle again"
+                f"{where}: {rel} array {spec.name!r} is {array.dtype} of shape {array.shape}, not float32 of shape "
+                f"{spec.projection} (the {spec.name} output without its batch axis); export the bundle again"
             )
         if not np.isfinite(array).all():
-            raise BundleError(f"{where}: {rel} array {m!r} holds NaN or infinite values; export the bundle again")
+            raise BundleError(
+                f"{where}: {rel} array {spec.name!r} holds NaN or infinite values; export the bundle again"
+            )
         array.flags.writeable = False
     return arrays
 
@@ -237,7 +257,7 @@ def _read_npz(data: bytes) -> dict[str, np.ndarray] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
-        if len(members) > len(MODALITIES) or any(m.file_size > 4 * MAX_ELEMENTS + 4096 for m in members):
+        if len(members) > MAX_MODALITIES or any(m.file_size > 4 * MAX_ELEMENTS + 4096 for m in members):
             return None
         with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
             arrays = {key: loaded[key] for key in loaded.files}

@@ -2,6 +2,10 @@
 
 Writer and loader share ``validate_manifest`` so that a writer can never produce a manifest the
 loader refuses. Every error names the bundle folder and the offending key or file in one line.
+
+Format 2 makes the manifest the runtime's whole contract: which modalities there are (1 to 3, in
+the order of the head's inputs, the presence mask's columns and the monolithic graph's inputs),
+which sensor stream feeds each, and the raw shapes, sample rate and window each stream must deliver.
 """
 
 from __future__ import annotations
@@ -11,23 +15,25 @@ import re
 from typing import Any
 
 from edgefusion.errors import BundleError
-from edgefusion.modalities import MODALITIES
-from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH
+from edgefusion.modalities import STREAMS, ModalitySpec
 
 FORMAT = "edgefusion-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-GRAPHS = (*MODALITIES, "head", "monolithic")
-# What every variant must carry: the split graphs the runtime runs. The monolithic graph (a
-# comparison baseline and the split == monolithic check) is required in fp32 only.
-SPLIT_GRAPHS = (*MODALITIES, "head")
+# Graph keys of a variant beside its modalities' names (which the manifest chooses). The
+# monolithic graph (a comparison baseline and the split == monolithic check) is required in fp32 only.
+HEAD, MONOLITHIC = "head", "monolithic"
+# A modality's name is a graph key, a tensor-free word in result lines and tables: these are taken.
+RESERVED_NAMES = (HEAD, MONOLITHIC, "present")
+_MODALITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+MAX_MODALITIES = len(STREAMS)  # each stream feeds at most one modality
+# What a stream can deliver: image sides, audio sample rates and windows, data rates.
+MIN_SIDE, MAX_SIDE = 8, 4096
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
+MAX_WINDOW_S = 10.0
+MAX_RATE_HZ = 1000.0
+_CHANNELS = {"rgb": 3, "depth": 1}  # the image streams' channel axis
 
-# What the runtime's sensors deliver per sample (batch axis left out): a graph must take exactly this.
-SENSOR_SHAPES = {
-    "rgb": (3, HEIGHT, WIDTH),
-    "depth": (1, HEIGHT, WIDTH),
-    "audio": (int(SAMPLE_RATE * AUDIO_WINDOW_S),),
-}
 # Bounds, so that a damaged or hostile manifest is refused in one line before anything is allocated:
 # far above any model this runtime is for, far below what would exhaust a Jetson's memory.
 MAX_ELEMENTS = 1 << 22  # per tensor, batch axis left out (16 MiB of float32)
@@ -74,28 +80,15 @@ def validate_manifest(doc: Any, where: str) -> None:
     if len(set(labels)) != len(labels):
         twice = sorted({label for label in labels if labels.count(label) > 1})
         raise BundleError(f"{where}: {MANIFEST} labels names {', '.join(map(repr, twice))} more than once; {REEXPORT}")
-    modalities = doc.get("modalities")
-    _need(
-        where,
-        "modalities",
-        isinstance(modalities, dict) and set(modalities) == set(MODALITIES),
-        f"an object with exactly the keys {', '.join(MODALITIES)}",
-    )
-    for m in MODALITIES:
-        for side in ("input", "output"):
-            _need(where, f"modalities.{m}.{side}", _tensor_spec(_at(modalities, m, side)), _TENSOR_SPEC)
-        shape = tuple(modalities[m]["input"]["shape"][1:])
-        if shape != SENSOR_SHAPES[m]:
-            raise BundleError(
-                f"{where}: {MANIFEST} modalities.{m}.input.shape is {shape} after the batch axis, but this runtime's "
-                f"{m} sensor delivers {SENSOR_SHAPES[m]}; {REEXPORT}"
-            )
-    for key, n_inputs in (("head", len(MODALITIES)), ("monolithic", len(MODALITIES) + 1)):
+    names = _validate_modalities(doc.get("modalities"), where)
+    for key, inputs in (("head", len(names)), ("monolithic", len(names) + 1)):
         _need(
             where,
             key,
-            _io_names(doc.get(key), n_inputs, 2),
-            f"an object with inputs ({n_inputs} distinct tensor names) and outputs (2 distinct tensor names)",
+            _io_names(doc.get(key), inputs, 2),
+            f"an object with inputs ({inputs} distinct tensor names: one per modality"
+            + (", then the presence mask" if key == "monolithic" else "")
+            + ") and outputs (2 distinct tensor names)",
         )
     for key in ("training", "calibration", "accuracy"):
         _need(where, key, isinstance(doc.get(key, {}), dict), "an object")
@@ -140,15 +133,17 @@ def validate_manifest(doc: Any, where: str) -> None:
         and all(_PRECISION.fullmatch(p) for p in variants),
         f'an object of at most {MAX_VARIANTS} precisions (like "fp16") that includes "fp32"',
     )
+    split = (*names, HEAD)
     for precision in variants:
         graphs = _at(variants, precision, "graphs")
-        unknown = sorted(set(graphs) - set(GRAPHS)) if isinstance(graphs, dict) else []
+        unknown = sorted(set(graphs) - {*split, MONOLITHIC}) if isinstance(graphs, dict) else []
         if unknown:
             raise BundleError(
-                f"{where}: {MANIFEST} variants.{precision}.graphs has {unknown[0]!r}, which is not a graph of "
-                f"this runtime ({', '.join(GRAPHS)}); {REEXPORT}"
+                f"{where}: {MANIFEST} variants.{precision}.graphs has {unknown[0]!r}, which is neither a modality "
+                f"of this bundle nor {HEAD} or {MONOLITHIC} ({', '.join((*split, MONOLITHIC))}); {REEXPORT}"
             )
-        needed = GRAPHS if precision == "fp32" else (*SPLIT_GRAPHS, *_present(variants, precision, "monolithic"))
+        monolithic = precision == "fp32" or _at(variants, precision, "graphs", MONOLITHIC) is not None
+        needed = (*split, MONOLITHIC) if monolithic else split
         paths = {f"variants.{precision}.graphs.{g}": _at(variants, precision, "graphs", g) for g in needed}
         paths[f"variants.{precision}.absent"] = _at(variants, precision, "absent")
         for key, rel in paths.items():
@@ -165,13 +160,115 @@ def validate_manifest(doc: Any, where: str) -> None:
                 )
 
 
+def _validate_modalities(modalities: Any, where: str) -> tuple[str, ...]:
+    """The modalities' names, in manifest order, once every entry is one the runtime can feed."""
+    _need(
+        where,
+        "modalities",
+        isinstance(modalities, list) and 0 < len(modalities) <= MAX_MODALITIES,
+        f"a list of 1 to {MAX_MODALITIES} modalities",
+    )
+    names: list[str] = []
+    sensors: list[str] = []
+    for i, entry in enumerate(modalities):
+        key = f"modalities[{i}]"
+        _need(where, key, isinstance(entry, dict), "an object")
+        name = entry.get("name")
+        _need(
+            where,
+            f"{key}.name",
+            isinstance(name, str) and _MODALITY_NAME.fullmatch(name) and name not in RESERVED_NAMES,
+            f"a name of 1 to 32 lowercase letters, digits and _ (starting with a letter), "
+            f"other than {', '.join(RESERVED_NAMES)}",
+        )
+        if name in names:
+            raise BundleError(f"{where}: {MANIFEST} {key}.name {name!r} names two modalities; {REEXPORT}")
+        sensor = entry.get("sensor")
+        _need(where, f"{key}.sensor", sensor in STREAMS, f"one of the sensor streams {', '.join(STREAMS)}")
+        if sensor in sensors:
+            raise BundleError(
+                f"{where}: {MANIFEST} {key}.sensor {sensor!r} feeds both {names[sensors.index(sensor)]!r} and "
+                f"{name!r}: a stream feeds at most one modality; {REEXPORT}"
+            )
+        names.append(name)
+        sensors.append(sensor)
+        for side in ("input", "output"):
+            _need(where, f"{key}.{side}", _tensor_spec(entry.get(side)), _TENSOR_SPEC)
+        rate = entry.get("rate_hz")
+        _need(
+            where,
+            f"{key}.rate_hz",
+            _number(rate) and 0 < rate <= MAX_RATE_HZ,
+            f"a number of new samples per second in (0, {MAX_RATE_HZ:g}]",
+        )
+        _check_input_shape(entry, key, where)
+    return tuple(names)
+
+
+def _check_input_shape(entry: dict, key: str, where: str) -> None:
+    """The input is what the entry's stream delivers: an image [C, H, W] of the stream's channels,
+    or an audio window of sample_rate × window_s samples."""
+    sensor, shape = entry["sensor"], tuple(entry["input"]["shape"][1:])
+    if sensor == "audio":
+        rate, window = entry.get("sample_rate"), entry.get("window_s")
+        _need(
+            where,
+            f"{key}.sample_rate",
+            type(rate) is int and MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE,
+            f"an integer sample rate of {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
+        )
+        _need(
+            where,
+            f"{key}.window_s",
+            _number(window) and 0 < window <= MAX_WINDOW_S,
+            f"a window length in seconds in (0, {MAX_WINDOW_S:g}]",
+        )
+        samples = round(rate * window)
+        if shape != (samples,):
+            raise BundleError(
+                f"{where}: {MANIFEST} {key}.input.shape is {list(shape)} after the batch axis, but an audio window "
+                f"of {window:g} s at {rate} Hz is [{samples}] (sample_rate × window_s); {REEXPORT}"
+            )
+        return
+    for extra in ("sample_rate", "window_s"):
+        if extra in entry:
+            raise BundleError(
+                f"{where}: {MANIFEST} {key}.{extra} is set, but only an audio modality has one; {REEXPORT}"
+            )
+    channels = _CHANNELS[sensor]
+    if not (len(shape) == 3 and shape[0] == channels and all(MIN_SIDE <= side <= MAX_SIDE for side in shape[1:])):
+        raise BundleError(
+            f"{where}: {MANIFEST} {key}.input.shape is {list(shape)} after the batch axis, but the {sensor} stream "
+            f"delivers [{channels}, height, width] with sides of {MIN_SIDE} to {MAX_SIDE}; {REEXPORT}"
+        )
+
+
+def modality_specs(doc: dict) -> tuple[ModalitySpec, ...]:
+    """The modalities of a validated manifest, typed, in manifest order."""
+    return tuple(
+        ModalitySpec(
+            name=entry["name"],
+            sensor=entry["sensor"],
+            shape=tuple(entry["input"]["shape"][1:]),
+            input_name=entry["input"]["name"],
+            output_name=entry["output"]["name"],
+            projection=tuple(entry["output"]["shape"][1:]),
+            rate_hz=float(entry["rate_hz"]),
+            sample_rate=entry.get("sample_rate"),
+            window_s=None if entry.get("window_s") is None else float(entry["window_s"]),
+        )
+        for entry in doc["modalities"]
+    )
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (bool is not one)."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def _need(where: str, key: str, ok: Any, what: str) -> None:
     if not ok:
         raise BundleError(f"{where}: {MANIFEST} {key} is missing or is not {what}; {REEXPORT}")
-
-
-def _present(variants: dict, precision: str, graph: str) -> tuple[str, ...]:
-    return (graph,) if _at(variants, precision, "graphs", graph) is not None else ()
 
 
 def _at(doc: Any, *keys: str) -> Any:

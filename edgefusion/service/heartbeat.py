@@ -13,7 +13,7 @@ import time
 import orjson
 
 from edgefusion import log
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS
 from edgefusion.service.notify import Notifier
 from edgefusion.sinks import Sink
 
@@ -34,9 +34,12 @@ class LastLine(Sink):
 
 def sensor_events(sensors: dict) -> str:
     """What the sensors have been through, for STATUS: each one's non-zero event counters and
-    drops by kind, e.g. ``rgb reconnects 2, device_errors 2, frozen dropped 41``; "" if none."""
+    drops by kind, e.g. ``rgb reconnects 2, device_errors 2, frozen dropped 41``; "" if none.
+
+    Keyed by stream (``sensors`` is the rig's), like the config's sections and the fault specs:
+    these are the hardware's events, whichever modality the stream feeds."""
     parts = []
-    for m in MODALITIES:
+    for m in STREAMS:
         source = sensors.get(m)
         if source is None:
             continue
@@ -51,7 +54,7 @@ def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) 
     if last_line is None:
         return "starting: no tick yet"
     last = orjson.loads(last_line)
-    sensors = ", ".join(f"{m} {last['sensors'][m]}" for m in MODALITIES)
+    sensors = ", ".join(f"{m} {state}" for m, state in last["sensors"].items())  # by modality name
     if last["label"] is None:  # no answer: its reason, not a confidence
         intent = f"intent - ({last['reason']})"
     else:

@@ -12,7 +12,6 @@ import numpy as np
 from edgefusion.backends.base import Backend, BackendError, first_line
 from edgefusion.backends.onnxruntime.session import open_session, run_options
 from edgefusion.bundle import Bundle
-from edgefusion.modalities import MODALITIES
 
 
 class OnnxRuntimeBackend(Backend):
@@ -26,18 +25,17 @@ class OnnxRuntimeBackend(Backend):
         self.providers = providers
 
     def _activate_impl(self) -> None:
-        manifest = self.bundle.manifest
-        self._inputs = {m: np.zeros(self._input_shape(m), np.float32) for m in MODALITIES}
-        self._proj = {m: np.zeros(self._projection_shape(m), np.float32) for m in MODALITIES}
+        self._inputs = {m: np.zeros(self._input_shape(m), np.float32) for m in self.names}
+        self._proj = {m: np.zeros(self._projection_shape(m), np.float32) for m in self.names}
         self._logits = np.zeros((1, self.n_classes), np.float32)
         self._probs = np.zeros((1, self.n_classes), np.float32)
         self._outputs = (self._logits[0], self._probs[0])  # views made once: wait() allocates nothing
-        self._sessions = {g: self._open(g) for g in (*MODALITIES, "head")}
+        self._sessions = {g: self._open(g) for g in (*self.names, "head")}
         self._run_options = run_options()
 
         # The loader checked every name against the graphs; a refusal here is this build of onnxruntime's.
         try:
-            self._bind_all(manifest)
+            self._bind_all()
         except Exception as err:
             raise BackendError(
                 f"bundle {self.bundle.root} ({self.precision}): cannot bind the graphs: {first_line(err)}"
@@ -49,17 +47,20 @@ class OnnxRuntimeBackend(Backend):
         except BackendError as err:
             raise BackendError(f"bundle {self.bundle.root} ({self.precision} {graph}): {err}") from err
 
-    def _bind_all(self, manifest: dict) -> None:
+    def _bind_all(self) -> None:
+        """Each graph's tensors bound by the manifest's names: an encoder's input and output, and
+        the head's inputs (one per modality, in the manifest's order) to the encoders' outputs."""
         self._bindings = {}
-        for m in MODALITIES:
-            b = self._sessions[m].io_binding()
-            _bind(b.bind_input, manifest["modalities"][m]["input"]["name"], self._inputs[m])
-            _bind(b.bind_output, manifest["modalities"][m]["output"]["name"], self._proj[m])
-            self._bindings[m] = b
+        for spec in self.bundle.modalities:
+            b = self._sessions[spec.name].io_binding()
+            _bind(b.bind_input, spec.input_name, self._inputs[spec.name])
+            _bind(b.bind_output, spec.output_name, self._proj[spec.name])
+            self._bindings[spec.name] = b
+        head_spec = self.bundle.manifest["head"]
         head = self._sessions["head"].io_binding()
-        for name, m in zip(manifest["head"]["inputs"], MODALITIES):
+        for name, m in zip(head_spec["inputs"], self.names):
             _bind(head.bind_input, name, self._proj[m])
-        logits_name, probs_name = manifest["head"]["outputs"]
+        logits_name, probs_name = head_spec["outputs"]
         _bind(head.bind_output, logits_name, self._logits)
         _bind(head.bind_output, probs_name, self._probs)
         self._bindings["head"] = head
