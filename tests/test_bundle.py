@@ -12,7 +12,7 @@ import edgefusion
 from edgefusion.bundle import FORMAT_VERSION, Bundle, default_bundle_path, load_bundle, write_bundle
 from edgefusion.bundle.loader import sha256_file
 from edgefusion.errors import BundleError, EdgefusionError
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import MODALITIES, ModalitySpec
 
 DEMO = default_bundle_path()
 DEMO_MANIFEST = json.loads((DEMO / "manifest.json").read_text())
@@ -78,7 +78,12 @@ def test_clean_bundle_loads(bundle_dir: Path):
     assert bundle.graph_path("fp16", "rgb") == bundle_dir / "fp16" / "rgb.onnx"
     assert bundle.graph_path("int8", "head") == bundle_dir / "fp32" / "head.onnx"
     assert bundle.graph_bytes("fp32", "monolithic") == (DEMO / "fp32" / "monolithic.onnx").read_bytes()
-    assert bundle.input_spec("rgb") == {"name": "rgb", "shape": ["batch", 3, 48, 64], "dtype": "float32"}
+    assert bundle.names == ("rgb", "depth", "audio") == tuple(spec.sensor for spec in bundle.modalities)
+    assert bundle.modality("rgb") == ModalitySpec("rgb", "rgb", (3, 48, 64), "rgb", "p_rgb", (RANK, D_OUT), 30.0)
+    assert bundle.stream("audio") == ModalitySpec(
+        "audio", "audio", (16000,), "audio", "p_audio", (RANK, D_OUT), 10.0, sample_rate=16000, window_s=1.0
+    )
+    assert bundle.stream("audio").samples == 16000 and bundle.modality("depth").height == 48
     assert bundle.accuracy == {"by_precision": {"fp32": {"all": 0.97}}}
     absent = bundle.absent("int8")
     assert list(absent) == list(MODALITIES)
@@ -87,7 +92,7 @@ def test_clean_bundle_loads(bundle_dir: Path):
     with pytest.raises(ValueError):
         absent["rgb"][0, 0] = 1.0  # shared by every caller, so read-only
     doc = json.loads((bundle_dir / "manifest.json").read_text())
-    assert doc["format"] == "edgefusion-bundle" and doc["format_version"] == FORMAT_VERSION == 1
+    assert doc["format"] == "edgefusion-bundle" and doc["format_version"] == FORMAT_VERSION == 2
     assert set(doc["files"]) == {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*.*")} - {
         "manifest.json"
     }
@@ -124,10 +129,11 @@ def test_not_a_folder_is_refused(tmp_path: Path):
     assert "not a bundle folder" in _refused(tmp_path / "nowhere")
 
 
-def test_other_format_version_is_refused(bundle_dir: Path):
-    _edit_manifest(bundle_dir, lambda doc: doc.update(format_version=2))
+def test_format_version_1_is_refused(bundle_dir: Path):
+    _edit_manifest(bundle_dir, lambda doc: doc.update(format_version=1))
     message = _refused(bundle_dir)
-    assert "format version 2 is not supported" in message and "reads version 1" in message
+    assert "format version 1 is not supported" in message and "reads version 2" in message
+    assert "export the bundle again" in message
 
 
 def test_invalid_json_is_refused(bundle_dir: Path):
@@ -184,7 +190,7 @@ def test_rewrite_replaces_the_folder_completely(tmp_path: Path, bundle_dir: Path
     "breaks",
     [
         lambda body: body.pop("labels"),
-        lambda body: body["modalities"].pop("depth"),
+        lambda body: body["modalities"].pop(1),
         lambda body: body["variants"].pop("fp32"),
         lambda body: body["variants"]["fp32"]["graphs"].pop("monolithic"),
         lambda body: body["variants"]["fp16"]["graphs"].pop("head"),

@@ -152,12 +152,13 @@ def _labels(labels):
 
 
 def _set(path: str, value):
-    """Set the manifest entry at dotted ``path`` to ``value``."""
+    """Set the manifest entry at dotted ``path`` to ``value``; in a list (the modalities), a key
+    names the entry of that name."""
 
     def change(doc):
         *parents, last = path.split(".")
         for key in parents:
-            doc = doc[key]
+            doc = next(e for e in doc if e["name"] == key) if isinstance(doc, list) else doc[key]
         doc[last] = value
 
     return lambda root: _edit(root, change)
@@ -224,14 +225,14 @@ CASES = [
     ("labels-not-strings", _labels([1, 2, 3, 4, 5, 6, 7]), ["labels"]),
     ("label-with-newline", _labels(["a\nb", "c", "d", "e", "f", "g", "h"]), ["labels"]),
     ("labels-5000", _labels([f"l{i}" for i in range(5000)]), ["labels"]),
-    ("input-shape-edited", _set("modalities.rgb.input.shape", ["batch", 3, 96, 128]), ["modalities.rgb.input"]),
-    ("input-100000x100000", _set("modalities.depth.input.shape", ["batch", 100000, 100000]), ["modalities.depth"]),
-    ("input-shape-named-axis", _set("modalities.rgb.input.shape", ["batch", 3, "h", 64]), ["modalities.rgb.input"]),
-    ("input-shape-zero", _set("modalities.audio.input.shape", ["batch", 0]), ["modalities.audio.input"]),
-    ("input-dtype-float16", _set("modalities.rgb.input.dtype", "float16"), ["modalities.rgb.input"]),
+    ("input-shape-edited", _set("modalities.rgb.input.shape", ["batch", 3, 96, 128]), ["rgb.onnx", "3, 96, 128"]),
+    ("input-100000x100000", _set("modalities.depth.input.shape", ["batch", 100000, 100000]), ["modalities[1]"]),
+    ("input-shape-named-axis", _set("modalities.rgb.input.shape", ["batch", 3, "h", 64]), ["modalities[0].input"]),
+    ("input-shape-zero", _set("modalities.audio.input.shape", ["batch", 0]), ["modalities[2].input"]),
+    ("input-dtype-float16", _set("modalities.rgb.input.dtype", "float16"), ["modalities[0].input"]),
     ("input-name-edited", _set("modalities.audio.input.name", "wave"), ["fp32/audio.onnx", "wave"]),
     ("output-shape-edited", _set("modalities.rgb.output.shape", ["batch", 4, 33]), ["absent.npz", "33"]),
-    ("output-1e10", _set("modalities.rgb.output.shape", ["batch", 100000, 100000]), ["modalities.rgb.output"]),
+    ("output-1e10", _set("modalities.rgb.output.shape", ["batch", 100000, 100000]), ["modalities[0].output"]),
     ("head-inputs-two", _set("head.inputs", ["p_rgb", "p_depth"]), ["head"]),
     ("head-outputs-same", _set("head.outputs", ["logits", "logits"]), ["head"]),
     ("head-output-renamed", _set("head.outputs", ["scores", "probs"]), ["fp32/head.onnx", "scores"]),

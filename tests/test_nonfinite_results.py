@@ -16,7 +16,7 @@ from cli_check import cli
 from collecting_sink import Lines as _Lines
 
 from edgefusion.backends.onnxruntime.runner import OnnxRuntimeBackend
-from edgefusion.bench import AUDIO_EVERY, _inputs, _Replay
+from edgefusion.bench import _Replay, bench_inputs
 from edgefusion.bundle import default_bundle_path, load_bundle
 from edgefusion.bundle.loader import sha256_file
 from edgefusion.loop import (
@@ -29,7 +29,7 @@ from edgefusion.loop import (
     NOT_A_DISTRIBUTION,
     Runtime,
 )
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS
 from edgefusion.service.heartbeat import status_line
 
 
@@ -84,9 +84,9 @@ def bundle():
 
 def _runtime(backend, sink=None, sensors=None):
     if sensors is None:
-        data = _inputs(6)
-        sensors = {m: _Replay(m, data[m], AUDIO_EVERY if m == "audio" else 1) for m in MODALITIES}
-    runtime = Runtime(backend, sensors, dict.fromkeys(MODALITIES, 1.0), 30.0, (sink,) if sink else (), flush_s=0.01)
+        data, _ = bench_inputs(backend.bundle, 6)
+        sensors = {spec.sensor: _Replay(data[spec.name], spec.rate_hz) for spec in backend.bundle.modalities}
+    runtime = Runtime(backend, sensors, dict.fromkeys(STREAMS, 1.0), 30.0, (sink,) if sink else (), flush_s=0.01)
     runtime.start()
     return runtime
 
