@@ -23,6 +23,7 @@ import resource
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -300,16 +301,11 @@ def _monolithic(bundle: Bundle, backend: Backend, data: dict):
 def _bare_graphs(bundle: Bundle, backend: Backend, data: dict) -> dict:
     """The ideal's parts: each encoder on its own (a new input copied in, as a tick copies one),
     and the head, each a call of ``k``."""
-    runs = {}
+    runs: dict[str, Callable[[int], None]] = {}
     for spec in bundle.modalities:
         buf = np.zeros((1, *spec.shape), np.float32)
         run = _bound(bundle, backend, spec.name, {spec.input_name: buf}, {spec.output_name: (1, *spec.projection)})
-
-        def encoder(k: int, buf=buf, frames=data[spec.name], run=run) -> None:
-            np.copyto(buf[0], frames[k % len(frames)])
-            run()
-
-        runs[spec.name] = encoder
+        runs[spec.name] = _fed(run, buf, data[spec.name])
     head = bundle.manifest["head"]
     projections = {
         name: np.zeros((1, *spec.projection), np.float32) for name, spec in zip(head["inputs"], bundle.modalities)
@@ -317,6 +313,16 @@ def _bare_graphs(bundle: Bundle, backend: Backend, data: dict) -> dict:
     run_head = _bound(bundle, backend, "head", projections, {name: (1, len(bundle.labels)) for name in head["outputs"]})
     runs["head"] = lambda k: run_head()
     return runs
+
+
+def _fed(run: Callable[[], None], buf: np.ndarray, frames: np.ndarray) -> Callable[[int], None]:
+    """``run`` after copying sample ``k`` of ``frames`` into ``buf``."""
+
+    def step(k: int) -> None:
+        np.copyto(buf[0], frames[k % len(frames)])
+        run()
+
+    return step
 
 
 DEFAULT_CHECKPOINT = Path("runs/lmf/checkpoint.pt")

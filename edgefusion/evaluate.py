@@ -74,7 +74,9 @@ def heldout(bundle: Bundle, samples: int, data: str | Path | None = None) -> Hel
             f"{bundle.root}: the manifest names no held-out task seed; pass a bundle from edgefusion-export"
         )
     batch = generate(int(seed), samples)
-    return Heldout(task_inputs(bundle, batch), batch.intent, f"the built-in task, seed {seed}")
+    inputs = task_inputs(bundle, batch)
+    assert inputs is not None  # the probe's labels and shapes are the batch's
+    return Heldout(inputs, batch.intent, f"the built-in task, seed {seed}")
 
 
 def load_heldout(bundle: Bundle, path: str | Path, samples: int) -> Heldout:

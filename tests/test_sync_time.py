@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 from waiting import wait_for
 
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import MODALITIES, ModalitySpec
 from edgefusion.sensors.base import Backoff, Sensor, SensorGone, SensorState
 from edgefusion.sensors.microphone import AudioRing, MicrophoneSensor
 from edgefusion.sync import Synchronizer
 
 SHAPES = {"rgb": (3, 48, 64), "depth": (1, 48, 64), "audio": (16000,)}
+SPECS = tuple(
+    ModalitySpec(m, m, SHAPES[m], m, f"p_{m}", (4, 32), 30.0) for m in MODALITIES
+)  # the demo's, fed by their namesakes
 
 
 class _Buffers:
@@ -63,7 +66,7 @@ def _present(sync: Synchronizer, now: float | None = None) -> bool:
 @pytest.mark.parametrize("offset_s", [0.0, 2.0])
 def test_a_dead_sensor_is_absent_at_once_whatever_its_offset(offset_s):
     cam = _Camera(offset_s)
-    sync = Synchronizer({"depth": cam}, {m: 0.1 for m in MODALITIES}, _Buffers())
+    sync = Synchronizer(SPECS, {"depth": cam}, {m: 0.1 for m in MODALITIES}, _Buffers())
     cam.connect()
     try:
         assert wait_for(lambda: _present(sync), 3.0)
@@ -172,7 +175,7 @@ class _Preempted(_Burst):
 def test_audio_windows_copied_during_a_capture_burst_are_never_torn():
     mic = _Preempted()
     buffers = _Buffers()
-    sync = Synchronizer({"audio": mic}, {m: 1e6 for m in MODALITIES}, buffers)
+    sync = Synchronizer(SPECS, {"audio": mic}, {m: 1e6 for m in MODALITIES}, buffers)
     audio = MODALITIES.index("audio")
     mic.connect()
     copied = 0
@@ -216,7 +219,7 @@ def test_a_torn_copy_is_retried_on_the_newest_window_or_left_absent(bursts, fres
     for _ in range(120):
         mic._publish(*mic._capture(0.0))
     buffers = _Buffers()
-    sync = Synchronizer({"audio": mic}, {m: 1e6 for m in MODALITIES}, buffers)
+    sync = Synchronizer(SPECS, {"audio": mic}, {m: 1e6 for m in MODALITIES}, buffers)
     audio = MODALITIES.index("audio")
     mic.bursts = bursts
     st = sync.update(time.monotonic())

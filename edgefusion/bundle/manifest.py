@@ -210,7 +210,8 @@ def _check_input_shape(entry: dict, key: str, where: str) -> None:
     or an audio window of sample_rate × window_s samples."""
     sensor, shape = entry["sensor"], tuple(entry["input"]["shape"][1:])
     if sensor == "audio":
-        rate, window = entry.get("sample_rate"), entry.get("window_s")
+        rate: Any = entry.get("sample_rate")
+        window: Any = entry.get("window_s")
         _need(
             where,
             f"{key}.sample_rate",
