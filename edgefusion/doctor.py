@@ -106,7 +106,13 @@ def _bundle(cfg, bundle: Path | None) -> Check:
         return Check("bundle", "fail", str(err), "copy the bundle again; `edgefusion info --bundle DIR` verifies it")
     except OSError as err:
         return Check("bundle", "fail", f"{path}: cannot read: {err}", "run as the service user or root")
-    return Check("bundle", "ok", f"{b.root}: {len(b.manifest['files'])} files verified, {', '.join(b.precisions)}")
+    # The modalities with the stream feeding each: what sensors this robot needs for the bundle.
+    fed = ", ".join(spec.name if spec.name == spec.sensor else f"{spec.name} ({spec.sensor})" for spec in b.modalities)
+    return Check(
+        "bundle",
+        "ok",
+        f"{b.root}: {len(b.manifest['files'])} files verified, {', '.join(b.precisions)}; modalities {fed}",
+    )
 
 
 def _gpu() -> list[Check]:
