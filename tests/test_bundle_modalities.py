@@ -26,6 +26,8 @@ from edgefusion.evaluate import evaluate, heldout
 from edgefusion.loop import Runtime
 from edgefusion.modalities import STREAMS, all_patterns, pattern_name
 from edgefusion.sensors.base import Sample, SensorState
+from edgefusion.service.heartbeat import status_line
+from edgefusion.summary import SessionSummary
 
 CASES = {
     "depth+audio, 0.5 s window": [("depth", "depth", (1, 96, 128)), ("mic", "audio", (8000,), 16000, 0.5)],
@@ -120,14 +122,22 @@ def test_results_key_by_modality_name_and_a_stream_without_a_sensor_is_absent(tm
     backend = make_backend("onnxruntime", bundle, "fp32")
     runtime = Runtime(backend, sensors, dict.fromkeys(STREAMS, 1.0), 30.0, (lines,), flush_s=0.01)
     runtime.start()
+    summary = SessionSummary(truth=None)
     try:
         runtime.tick(0.0)
         sensors["rgb"].renew(0.03)
         runtime.tick(0.04)
         runtime.writer.wait_written()
+        status = status_line(runtime, lines.lines[-1], 30.0)
     finally:
         runtime.stop()
     first, second = (orjson.loads(line) for line in lines.lines)
+    for line in (first, second):
+        summary.add(line)
+    report = summary.report(runtime)
+    assert report["encoder_runs"] == {"cam": 2, "range": 0, "ear": 1} and report["head_runs"] == 2
+    assert report["encoder_runs_saved"] == pytest.approx(1 - 3 / 6)
+    assert "cam OK, range FAILED, ear OK; intent " in status
     assert first["present"] == {"cam": True, "range": False, "ear": True}
     assert first["sensors"] == {"cam": "OK", "range": "FAILED", "ear": "OK"}
     assert second["fresh"] == {"cam": True, "range": False, "ear": False}
