@@ -30,6 +30,7 @@ import orjson
 
 from edgefusion import log
 from edgefusion.backends.base import Backend
+from edgefusion.modalities import ModalitySpec
 from edgefusion.sensors.base import SampleSource, SensorState
 from edgefusion.sinks import Sink, SinkWriter
 from edgefusion.sync import Synchronizer
@@ -77,6 +78,15 @@ class TickResult(NamedTuple):
             "latency_ms": self.latency_ms,
             "sample_t": dict(zip(names, self.sample_t)),
         }
+
+
+def _feeds(specs: tuple[ModalitySpec, ...]) -> tuple:
+    """What the sensors and the result lines were set up for: each modality's name, stream and input."""
+    return tuple((s.name, s.sensor, s.shape, s.sample_rate, s.window_s) for s in specs)
+
+
+def _describe(specs: tuple[ModalitySpec, ...]) -> str:
+    return ", ".join(f"{s.name} from {s.sensor} {list(s.shape)}" for s in specs)
 
 
 def judge_probs(p: list[float]) -> str | None:
@@ -175,9 +185,20 @@ class Runtime:
         return Synchronizer(self.backend.bundle.modalities, self.sensors, self.max_age_s, self.backend)
 
     def swap_backend(self, backend: Backend) -> None:
-        """Between ticks: run ``backend`` (active, same labels and modalities: the result lines
-        keep their keys) from the next tick on. Its buffers are new, so every present modality is
-        copied in and encoded again."""
+        """Between ticks: run ``backend`` (active, same labels) from the next tick on. Its
+        buffers are new, so every present modality is copied in and encoded again.
+
+        The sensors were opened, and the result lines keyed, for the running bundle's modalities:
+        a backend whose modalities are fed otherwise (names, streams, shapes, audio window) is
+        refused, deactivated, and the running one goes on."""
+        if _feeds(backend.bundle.modalities) != _feeds(self.backend.bundle.modalities):
+            backend.deactivate()
+            log.error(
+                f"reload refused: its modalities ({_describe(backend.bundle.modalities)}) are not the running "
+                f"bundle's ({_describe(self.backend.bundle.modalities)}); restart to change them; "
+                "the loaded model keeps running"
+            )
+            return
         old, self.backend = self.backend, backend
         self.sync = self._synchronizer()
         old.deactivate()

@@ -148,6 +148,29 @@ def test_results_key_by_modality_name_and_a_stream_without_a_sensor_is_absent(tm
     assert backend.stats.encoder_runs == {"cam": 2, "range": 0, "ear": 1}
 
 
+def test_a_reload_onto_other_modalities_is_refused_and_the_running_model_goes_on(tmp_path, capfd):
+    mods = [("cam", "rgb", (3, 32, 32)), ("ear", "audio", (4000,), 8000, 0.5)]
+    running = make_backend("onnxruntime", load_bundle(make_bundle(tmp_path / "a", mods)), "fp32")
+    same = load_bundle(make_bundle(tmp_path / "same", mods, seed=1))  # other weights, same modalities
+    wider = load_bundle(make_bundle(tmp_path / "wider", [mods[0], ("ear", "audio", (8000,), 8000, 1.0)]))
+    runtime = Runtime(running, {}, dict.fromkeys(STREAMS, 1.0), 30.0)
+    runtime.start()
+    try:
+        refused = make_backend("onnxruntime", wider, "fp32")
+        refused.activate()
+        runtime.swap_backend(refused)
+        assert runtime.backend is running and not refused._active
+        assert (
+            "reload refused: its modalities (cam from rgb [3, 32, 32], ear from audio [8000])" in capfd.readouterr().err
+        )
+        swapped = make_backend("onnxruntime", same, "fp32")
+        swapped.activate()
+        runtime.swap_backend(swapped)
+        assert runtime.backend is swapped and not running._active
+    finally:
+        runtime.stop()
+
+
 def test_bench_runs_on_any_bundle(bundle):
     inputs, source = bench_inputs(bundle, 4)
     assert source == "random values in each stream's range"

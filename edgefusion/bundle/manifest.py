@@ -23,7 +23,7 @@ MANIFEST = "manifest.json"
 # Graph keys of a variant beside its modalities' names (which the manifest chooses). The
 # monolithic graph (a comparison baseline and the split == monolithic check) is required in fp32 only.
 HEAD, MONOLITHIC = "head", "monolithic"
-# A modality's name is a graph key, a tensor-free word in result lines and tables: these are taken.
+# A modality's name keys its graph in every variant, and the monolithic graph takes "present": these are taken.
 RESERVED_NAMES = (HEAD, MONOLITHIC, "present")
 _MODALITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_MODALITIES = len(STREAMS)  # each stream feeds at most one modality
