@@ -215,6 +215,26 @@ def test_eval_needs_held_out_data_for_a_bundle_that_is_not_the_task(bundle, tmp_
     assert set(report["robustness"]) == (set(bundle.names) if len(bundle.names) > 1 else set())
 
 
+def test_a_model_of_the_built_in_task_on_some_streams_gets_the_tasks_data(tmp_path):
+    from edgefusion.task import HEIGHT, INTENTS, SAMPLE_RATE, WIDTH, generate
+
+    mods = [("range", "depth", (1, HEIGHT, WIDTH)), ("mic", "audio", (SAMPLE_RATE,), SAMPLE_RATE, 1.0)]
+    heldout_seed = {"heldout": {"task_seed": 2}}
+    bundle = load_bundle(make_bundle(tmp_path / "b", mods, labels=INTENTS, accuracy=heldout_seed))
+    data, batch = heldout(bundle, 5), generate(2, 5)
+    assert data.source == "the built-in task, seed 2" and data.labels.tolist() == batch.intent.tolist()
+    np.testing.assert_array_equal(data.inputs["range"], batch.depth)
+    np.testing.assert_array_equal(data.inputs["mic"], batch.audio)
+    inputs, source = bench_inputs(bundle, 3, seed=7)
+    assert source == "the built-in task's data" and set(inputs) == {"range", "mic"}
+    np.testing.assert_array_equal(inputs["range"], generate(7, 3).depth)
+    # The task's labels at other shapes: not the task's data, so random inputs and no held-out set.
+    other = load_bundle(make_bundle(tmp_path / "o", [("range", "depth", (1, 32, 32))], labels=INTENTS))
+    assert bench_inputs(other, 2)[1] == "random values in each stream's range"
+    with pytest.raises(EdgefusionError, match="not a model of the built-in task"):
+        heldout(other, 5)
+
+
 @pytest.mark.parametrize(
     "breaks, says",
     [

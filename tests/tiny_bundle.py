@@ -41,8 +41,11 @@ def make_bundle(
     precisions: Sequence[str] = ("fp32",),
     seed: int = 0,
     name: str = "tiny",
+    **manifest,
 ) -> Path:
-    """Write a bundle at ``path`` (which must not exist or be an empty folder) and return ``path``."""
+    """Write a bundle at ``path`` (which must not exist or be an empty folder) and return ``path``.
+
+    ``manifest``: further top-level manifest entries, e.g. ``accuracy={"heldout": {"task_seed": 2}}``."""
     rng = np.random.default_rng(seed)
     specs = [_spec(m) for m in modalities]
     weights = {s["name"]: _encoder_weights(rng) for s in specs}
@@ -70,6 +73,7 @@ def make_bundle(
             "variants": variants,
             "fusion": {"kind": "lmf", "rank": RANK, "d_out": D_OUT},
             "training": {"note": "untrained: tests/tiny_bundle.py"},
+            **manifest,
         }
         return write_bundle(path, files, body)
 
