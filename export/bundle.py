@@ -30,7 +30,7 @@ AUDIO_WINDOWS_HZ = 10
 NEAR_CHANCE_POINTS = 0.05  # held-out accuracy this close to 1/n_classes: a model that learned nothing
 
 
-def _modalities(rank: int, d_out: int, frontend: LogMelFrontEnd) -> dict:
+def _modalities(rank: int, d_out: int, frontend: LogMelFrontEnd) -> list:
     out = {m: {"output": {"name": f"p_{m}", "shape": ["batch", rank, d_out], "dtype": "float32"}} for m in MODALITIES}
     out["rgb"] |= {
         "input": {"name": "rgb", "shape": ["batch", 3, HEIGHT, WIDTH], "dtype": "float32"},
@@ -69,7 +69,7 @@ def _modalities(rank: int, d_out: int, frontend: LogMelFrontEnd) -> dict:
             ),
         },
     }
-    return out
+    return [{"name": m, "sensor": m, **out[m]} for m in MODALITIES]  # manifest format 2: a list, fed by namesakes
 
 
 def near_chance_warning(report: dict, n_classes: int) -> str | None:
