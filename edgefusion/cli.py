@@ -144,7 +144,7 @@ def _session(
     backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
     if record is not None and record.get("label") not in (None, *bundle.labels):
         raise EdgefusionError(f"--label {record['label']!r}: not a label of this bundle ({', '.join(bundle.labels)})")
-    rig = make_rig(cfg, bundle.labels)
+    rig = make_rig(cfg, bundle.modalities, bundle.labels)
     for warning in rig.facts.get("warnings", ()):  # a replay of a session cut short says so
         log.warning(warning)
     sinks, recorder = [], None
@@ -155,11 +155,12 @@ def _session(
             sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
         if record is not None:
             from edgefusion.session.recorder import SessionRecorder
-            from edgefusion.task import SAMPLE_RATE
 
             offsets = {m: s.offset_ms for m, s in cfg.sensors.items()}
             facts = {**rig.facts, "bundle": str(bundle.root), "tick_hz": cfg.runtime.tick_hz, "offsets_ms": offsets}
-            recorder = SessionRecorder(record["out"], rig.sensors, SAMPLE_RATE, facts, rig.truth, record.get("label"))
+            recorder = SessionRecorder(
+                record["out"], rig.sensors, bundle.modalities, facts, rig.truth, record.get("label")
+            )
             sinks.append(recorder.sink())
     except BaseException:
         rig.close()
@@ -208,7 +209,7 @@ def _session(
         notifier.ready(f"running {bundle.root.name} on {backend.name} ({backend.precision})")
         if not demo:
             t_start = time.monotonic()
-            log.notice(_start_line(bundle, backend, cfg, json_lines, record))
+            log.notice(_start_line(bundle, backend, cfg, json_lines, record, tuple(rig.sensors)))
             signals.reload_with(_reloader(cfg, bundle_path, runtime))
         heartbeat.start()
         if telemetry is not None:
@@ -246,15 +247,25 @@ def _session(
     return report
 
 
-def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None) -> str:
-    """What a run runs: bundle, precision, backend, source, rate and where results go."""
+def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None, streams: tuple[str, ...]) -> str:
+    """What a run runs: bundle, precision, backend, source (the devices of ``streams``), rate
+    and where results go."""
     src = cfg.source
     if src.kind == "replay":
         source = f"replay of {src.path} ({'real time' if src.realtime else 'max speed'})"
     elif src.kind == "realsense":
-        camera = f"RealSense {cfg.camera.serial}" if cfg.camera.serial else "the first RealSense found"
-        mic = f"microphone {cfg.microphone.device!r}" if cfg.microphone.device else "the default microphone"
-        source = f"{camera} ({cfg.camera.width}x{cfg.camera.height} at {cfg.camera.fps} fps) and {mic}"
+        devices = []
+        cameras = [m for m in streams if m != "audio"]
+        if cameras:
+            camera = f"RealSense {cfg.camera.serial}" if cfg.camera.serial else "the first RealSense found"
+            devices.append(
+                f"{camera} ({'+'.join(cameras)}, {cfg.camera.width}x{cfg.camera.height} at {cfg.camera.fps} fps)"
+            )
+        if "audio" in streams:
+            devices.append(
+                f"microphone {cfg.microphone.device!r}" if cfg.microphone.device else "the default microphone"
+            )
+        source = " and ".join(devices)
     else:
         source = f"{src.kind} rig (seed {src.seed}, faults: {src.faults or 'none'})"
     sinks = [name for name, on in (("stdout", json_lines), (cfg.output.file, bool(cfg.output.file))) if on]
@@ -458,6 +469,7 @@ def cmd_info(args) -> int:
         "format_version": m["format_version"],
         "labels": list(bundle.labels),
         "precisions": list(bundle.precisions),
+        "modalities": [_describe_modality(s) for s in bundle.modalities],
         "fusion": m.get("fusion"),
         "files": len(m["files"]),
         "bytes": sum(f["bytes"] for f in m["files"].values()),
@@ -472,12 +484,28 @@ def cmd_info(args) -> int:
         f"{info['bytes'] / 1e6:.1f} MB"
     )
     print(f"labels: {', '.join(info['labels'])}")
+    for d in info["modalities"]:
+        shape = "x".join(str(n) for n in d["shape"])
+        timing = (
+            f"{d['sample_rate']} Hz, {d['window_s']:g} s window, {d['rate_hz']:g} windows/s"
+            if d["sensor"] == "audio"
+            else f"{d['rate_hz']:g} fps"
+        )
+        print(f"modality {d['name']}: {d['sensor']} stream, input {shape}, {timing}")
     print(f"fusion: {info['fusion']}")
     for prec, table in info["accuracy"].items():
         print(f"{prec:<5} " + "  ".join(f"{k} {v:.3f}" for k, v in table.items()))
     for warning in info["warnings"]:
         print(f"WARNING: {warning}")
     return 0
+
+
+def _describe_modality(spec) -> dict:
+    """One modality as ``info`` shows it: its name, the stream feeding it, its input, its timing."""
+    d = {"name": spec.name, "sensor": spec.sensor, "shape": list(spec.shape), "rate_hz": spec.rate_hz}
+    if spec.sensor == "audio":
+        d.update(sample_rate=spec.sample_rate, window_s=spec.window_s)
+    return d
 
 
 def _render_summary(r: dict) -> str:
@@ -511,7 +539,7 @@ def _parser() -> argparse.ArgumentParser:
         "--faults",
         default=None,
         metavar="SPEC",
-        help=f"MODALITY:KIND@START-END,... (kinds: {', '.join(FAULT_KINDS)}; jump: the device clock jumps "
+        help=f"STREAM:KIND@START-END,... (kinds: {', '.join(FAULT_KINDS)}; jump: the device clock jumps "
         f"{JUMP_S:g} s late, then early); '' for none",
     )
     sp.add_argument("--seed", type=SEED, default=0, help="scenario seed (default: 0)")

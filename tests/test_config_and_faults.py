@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgefusion.config import ConfigError, load_config, parse_config
-from edgefusion.errors import EdgefusionError
+from edgefusion.config import load_config, parse_config
+from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.faults import Fault, active_fault, parse_faults
 
 
@@ -17,12 +17,12 @@ def test_fault_spec_parses():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("rgb-stop@4-9", "not MODALITY:KIND@START-END"),
-        ("lidar:stop@1-2", "unknown modality 'lidar'"),
+        ("rgb-stop@4-9", "not STREAM:KIND@START-END"),
+        ("lidar:stop@1-2", "unknown stream 'lidar'"),
         ("rgb:explode@1-2", "unknown kind 'explode'"),
         ("rgb:stop@5-2", "START < END"),
-        ("rgb:stop@a-b", "not MODALITY:KIND@START-END"),
-        ("rgb:stop@1-3,rgb:nan@2-4", r"fault 'rgb:nan@2-4' overlaps rgb:stop@1-3: one fault at a time per modality"),
+        ("rgb:stop@a-b", "not STREAM:KIND@START-END"),
+        ("rgb:stop@1-3,rgb:nan@2-4", r"fault 'rgb:nan@2-4' overlaps rgb:stop@1-3: one fault at a time per stream"),
         ("audio:frozen@1-9,audio:frozen@2-3", "overlaps audio:frozen@1-9"),
         ("depth:noise@4-6,rgb:stop@0-9,depth:stall@0-4.5", "overlaps depth:noise@4-6"),
     ],
