@@ -63,17 +63,17 @@ class SessionRecorder:
             raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
         if used:
             raise EdgefusionError(f"{self.out} already exists and is not an empty folder: record into a new folder")
-        # The camera file needs pyrealsense2 (camera_file_name asks the SDK which format it writes):
-        # without it, say so here, before the rig starts and anything is written.
-        try:
-            self._camera_path = self.out / camera_file_name()
-        except EdgefusionError as err:
-            raise EdgefusionError(f"record writes the camera as a RealSense recording: {err}") from None
         self.sensors = sensors
         used = [s for s in specs if s.sensor in sensors]
         audio = next((s for s in used if s.sensor == "audio"), None)
         self.sample_rate = audio.sample_rate if audio is not None else None
         self._sizes = {s.sensor: (s.height, s.width) for s in used if s.sensor in CAMERAS}
+        # The camera file needs pyrealsense2 (camera_file_name asks the SDK which format it writes):
+        # without it, say so here, before the rig starts and anything is written.
+        try:
+            self._camera_path = self.out / camera_file_name() if self._sizes else None
+        except EdgefusionError as err:
+            raise EdgefusionError(f"record writes the camera as a RealSense recording: {err}") from None
         self._stream_of = {s.name: s.sensor for s in used}
         self.facts = {
             **facts,
