@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -477,8 +477,9 @@ class SoftwareCamera:
         self.device = rs.software_device()
         self.device.register_info(rs.camera_info.name, "edgefusion software camera")
         self.device.register_info(rs.camera_info.serial_number, serial)
-        self._sensors, self._profiles = {}, {}
-        layout = {
+        self._sensors: dict[str, Any] = {}
+        self._profiles: dict[str, Any] = {}
+        layout: dict[str, tuple] = {
             "depth": ("Stereo Module", rs.stream.depth, rs.format.z16, 2),
             "rgb": ("RGB Camera", rs.stream.color, rs.format.rgb8, 3),
         }
@@ -508,8 +509,8 @@ class SoftwareCamera:
                 raise EdgefusionError(
                     f"{record_to}: cannot record there ({err}); this pyrealsense2 writes {recording_suffix()} files"
                 ) from err
-            for m, sensor in self._sensors.items():
-                sensor.open(self._profiles[m])
+            for stream_name, sensor in self._sensors.items():
+                sensor.open(self._profiles[stream_name])
                 sensor.start(rs.frame_queue(1))  # someone must consume; the recorder has taken its copy
 
     def feed(self, frames: dict[str, np.ndarray], t_ms: float) -> None:

@@ -180,7 +180,9 @@ def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...], f
     check_faults(faults)
     scenario, clock = Scenario(cfg.source.seed), RigClock()
     by_stream = {s.sensor: s for s in specs}
-    sensors, parts, server = {}, [], None
+    sensors: dict = {}
+    parts: list = []  # started in this order, stopped in the reverse
+    server = None
     cameras = [by_stream[m] for m in CAMERAS if m in by_stream]
     if cameras:
         from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig, SoftwareCamera

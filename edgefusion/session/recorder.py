@@ -165,6 +165,7 @@ class SessionRecorder:
         elif kind == "frame":
             _, modality, data, t = item
             if self._camera is None:
+                assert self._camera_path is not None  # frames come only from the camera streams recorded
                 self._camera = CameraFileWriter(self._camera_path, self._sizes)
             self._camera.write(modality, data, t)
             self.written[modality] += 1
@@ -173,6 +174,7 @@ class SessionRecorder:
                 self._wav = wave.open(str(self.out / AUDIO_FILE), "wb")  # noqa: SIM115 (closed in close())
                 self._wav.setnchannels(1)
                 self._wav.setsampwidth(2)
+                assert self.sample_rate is not None  # blocks come only from the microphone recorded
                 self._wav.setframerate(self.sample_rate)
             self._wav.writeframes(pcm16(item[1]).tobytes())  # rewrites the header's sizes each time
         elif kind == "window":
