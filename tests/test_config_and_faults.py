@@ -83,3 +83,27 @@ def test_unreadable_config_files(tmp_path):
     bad.write_text("[runtime\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_sections_and_faults_for_streams_the_bundle_does_not_use_are_ignored_with_one_warning(capsys):
+    from stream_specs import DEPTH_AUDIO
+
+    from edgefusion.rigs import make_rig
+
+    cfg = parse_config(
+        {
+            "source": {"faults": "rgb:stop@1-2,depth:stop@1-2"},
+            "sensors": {"rgb": {"offset_ms": 20}, "depth": {"offset_ms": 30}},
+            "camera": {"width": 848},
+        },
+        "robot.toml",
+    )
+    assert cfg.given == {"source", "camera", "sensors.rgb", "sensors.depth"}
+    rig = make_rig(cfg, DEPTH_AUDIO, ("a", "b"))
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "ignored" in line] == [
+        "edgefusion: config [sensors.rgb] ignored: the bundle uses no rgb stream",
+        "edgefusion: faults on rgb ignored: the bundle uses no rgb stream (it uses depth, audio)",
+    ]
+    assert set(rig.sensors) == {"depth", "audio"} and rig.sensors["depth"].offset_s == pytest.approx(0.03)
+    assert [f.stream for f in rig.sensors["depth"]._stream.faults] == ["depth"]
