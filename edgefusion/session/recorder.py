@@ -223,12 +223,12 @@ class _TickSink(Sink):
             rec.event("label", t, label=label)
         stream = rec._stream_of
         for name, state in result["sensors"].items():
-            m = stream.get(name, name)
+            m = stream[name]
             if self._states.get(m) != state:
                 self._states[m] = state
                 rec.event("state", t, modality=m, state=state)
         fields = {k: result[k] for k in ("label", "probs", "present")}
-        sample_t = {stream.get(name, name): v for name, v in result["sample_t"].items()}
+        sample_t = {stream[name]: v for name, v in result["sample_t"].items()}
         rec.event("tick", t, sample_t=sample_t, **fields)
 
     def close(self) -> None:
