@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import MODALITIES
+from edgefusion.errors import ConfigError, EdgefusionError
+from edgefusion.modalities import STREAMS
 from edgefusion.sensors.pyaudio_mic import MicrophoneConfig
 from edgefusion.sensors.realsense import RealSenseConfig
 from edgefusion.service.telemetry import ThermalPolicy
@@ -23,10 +23,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
-
-
-class ConfigError(EdgefusionError):
-    pass
 
 
 @dataclass
@@ -52,7 +48,7 @@ SOURCE_KINDS = ("simulated", "virtual", "realsense", "replay")
 class SourceSection:
     kind: str = "simulated"
     seed: int = 0  # simulated, virtual: the scenario
-    faults: str = ""  # simulated, virtual: a fault script (MODALITY:KIND@START-END,...)
+    faults: str = ""  # simulated, virtual: a fault script (STREAM:KIND@START-END,...)
     path: str = ""  # replay: the session folder
     realtime: bool = True  # replay: at the recorded pace (false: as fast as the ticks run)
 
@@ -94,6 +90,9 @@ class Config:
     camera: RealSenseConfig = field(default_factory=RealSenseConfig)  # source kind "realsense"
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)  # source kind "realsense"
     thermal: ThermalPolicy = field(default_factory=ThermalPolicy)
+    # The tables the file gave ("camera", "sensors.rgb", ...): one for a stream the bundle does
+    # not use is ignored with a warning (rigs.py); defaults are never warned about.
+    given: frozenset[str] = frozenset()
 
     def max_age_s(self) -> dict[str, float]:
         return {m: s.max_age_ms / 1000 for m, s in self.sensors.items()}
@@ -208,9 +207,10 @@ def parse_config(raw: dict, where: str = "config") -> Config:
     sensors = raw.get("sensors", {})
     if not isinstance(sensors, dict):
         raise ConfigError(f"{where}: sensors must be tables like [sensors.rgb]")
+    cfg.given = frozenset([*(k for k in tables if k in raw), *(f"sensors.{m}" for m in sensors)])
     for m, table in sensors.items():
-        if m not in MODALITIES:
-            raise ConfigError(f"{where}: unknown sensor [sensors.{m}]; valid: {', '.join(MODALITIES)}")
+        if m not in STREAMS:
+            raise ConfigError(f"{where}: unknown sensor [sensors.{m}]; valid: {', '.join(STREAMS)}")
         defaults = dataclasses.asdict(cfg.sensors[m])
         cfg.sensors[m] = _section(
             SensorSection, {**defaults, **table} if isinstance(table, dict) else table, f"{where}: [sensors.{m}]"

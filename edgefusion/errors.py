@@ -14,6 +14,10 @@ class BundleError(EdgefusionError):
     """A model bundle that must not be run: missing, partial, tampered, or of another format version."""
 
 
+class ConfigError(EdgefusionError):
+    """A config file (or a driver's config table) with a wrong key, type or value."""
+
+
 class SessionError(EdgefusionError):
     """A recorded session (or recording) that cannot be replayed as it is."""
 

@@ -30,11 +30,13 @@ def _wait(sensor, max_age_s, n, timeout_s=15.0):
 def test_a_realsense_streams_aligned_metric_frames_on_the_monotonic_clock():
     from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig
 
-    camera = RealSenseCamera(RealSenseConfig(serial=os.environ.get("EDGEFUSION_SERIAL", "")))
+    camera = RealSenseCamera(
+        RealSenseConfig(serial=os.environ.get("EDGEFUSION_SERIAL", "")), {"rgb": (48, 64), "depth": (48, 64)}
+    )
     camera.connect()
     try:
         rgb = _wait(camera, 0.1, 60)
-        depth = _wait(camera.depth, 0.1, 30)
+        depth = _wait(camera.sources["depth"], 0.1, 30)
     finally:
         camera.disconnect()
     times = np.array([t for t, _, _ in rgb])
@@ -55,7 +57,7 @@ def test_a_microphone_delivers_16_khz_windows_on_the_monotonic_clock():
             pytest.skip("no input device")
     finally:
         pa.terminate()
-    mic = PyAudioMicrophone(MicrophoneConfig(device=os.environ.get("EDGEFUSION_MIC", "")))
+    mic = PyAudioMicrophone(MicrophoneConfig(device=os.environ.get("EDGEFUSION_MIC", "")), 16000, 1.0)
     mic.connect()
     try:
         windows = _wait(mic, 0.25, 15, timeout_s=10)

@@ -101,7 +101,7 @@ def test_a_rate_the_microphone_cannot_give(tmp_path):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["demo", "--faults", "rgb:stop@4"], ("MODALITY:KIND@START-END",)),
+        (["demo", "--faults", "rgb:stop@4"], ("STREAM:KIND@START-END",)),
         (["demo", "--rig", "virtual", "--faults", "audio:nan@1-2"], ("cannot do audio:nan",)),
         (["demo", "--max-speed"], ("--max-speed",)),
         (["demo", "--source", "replay:"], ("replay:DIR",)),

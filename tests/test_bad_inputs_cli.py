@@ -151,7 +151,7 @@ NUMBERS = ["nan", "inf", "-inf", "1e300", "-1", "abc", ""]
         (["demo", "--precision", "fp8"], ("--precision", "invalid choice")),
         (["bench", "--precision", "bf16"], ("--precision", "invalid choice")),
         (["demo", "--rig", "lidar"], ("--rig", "invalid choice")),
-        (["demo", "--faults", "rgb:stop@4"], ("MODALITY:KIND@START-END",)),
+        (["demo", "--faults", "rgb:stop@4"], ("STREAM:KIND@START-END",)),
         (["demo", "--faults", "lidar:stop@1-2"], ("lidar",)),
         (["demo", "--source", "lidar"], ("--source",)),
         (["demo", "--source", "replay:"], ("replay:DIR",)),

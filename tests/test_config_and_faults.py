@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgefusion.config import ConfigError, load_config, parse_config
-from edgefusion.errors import EdgefusionError
+from edgefusion.config import load_config, parse_config
+from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.faults import Fault, active_fault, parse_faults
 
 
@@ -17,12 +17,12 @@ def test_fault_spec_parses():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("rgb-stop@4-9", "not MODALITY:KIND@START-END"),
-        ("lidar:stop@1-2", "unknown modality 'lidar'"),
+        ("rgb-stop@4-9", "not STREAM:KIND@START-END"),
+        ("lidar:stop@1-2", "unknown stream 'lidar'"),
         ("rgb:explode@1-2", "unknown kind 'explode'"),
         ("rgb:stop@5-2", "START < END"),
-        ("rgb:stop@a-b", "not MODALITY:KIND@START-END"),
-        ("rgb:stop@1-3,rgb:nan@2-4", r"fault 'rgb:nan@2-4' overlaps rgb:stop@1-3: one fault at a time per modality"),
+        ("rgb:stop@a-b", "not STREAM:KIND@START-END"),
+        ("rgb:stop@1-3,rgb:nan@2-4", r"fault 'rgb:nan@2-4' overlaps rgb:stop@1-3: one fault at a time per stream"),
         ("audio:frozen@1-9,audio:frozen@2-3", "overlaps audio:frozen@1-9"),
         ("depth:noise@4-6,rgb:stop@0-9,depth:stall@0-4.5", "overlaps depth:noise@4-6"),
     ],
@@ -83,3 +83,27 @@ def test_unreadable_config_files(tmp_path):
     bad.write_text("[runtime\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_sections_and_faults_for_streams_the_bundle_does_not_use_are_ignored_with_one_warning(capsys):
+    from stream_specs import DEPTH_AUDIO
+
+    from edgefusion.rigs import make_rig
+
+    cfg = parse_config(
+        {
+            "source": {"faults": "rgb:stop@1-2,depth:stop@1-2"},
+            "sensors": {"rgb": {"offset_ms": 20}, "depth": {"offset_ms": 30}},
+            "camera": {"width": 848},
+        },
+        "robot.toml",
+    )
+    assert cfg.given == {"source", "camera", "sensors.rgb", "sensors.depth"}
+    rig = make_rig(cfg, DEPTH_AUDIO, ("a", "b"))
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "ignored" in line] == [
+        "edgefusion: config [sensors.rgb] ignored: the bundle uses no rgb stream",
+        "edgefusion: faults on rgb ignored: the bundle uses no rgb stream (it uses depth, audio)",
+    ]
+    assert set(rig.sensors) == {"depth", "audio"} and rig.sensors["depth"].offset_s == pytest.approx(0.03)
+    assert [f.stream for f in rig.sensors["depth"]._stream.faults] == ["depth"]

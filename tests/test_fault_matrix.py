@@ -73,7 +73,7 @@ def _run(
     cfg.source.faults = faults
     for m in MODALITIES:
         cfg.sensors[m].offset_ms = offset_ms
-    rig = make_rig(cfg, bundle.labels)
+    rig = make_rig(cfg, bundle.modalities, bundle.labels)
     backend = make_backend("onnxruntime", bundle, "fp32")
     collect = _Collect()
     runtime = Runtime(backend, rig.sensors, cfg.max_age_s(), TICK_HZ, (collect, *sinks), flush_s=0.05)

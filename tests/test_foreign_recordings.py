@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 from cli_check import cli, refused
+from stream_specs import DEMO, DEPTH_AUDIO, camera
 
 rs = pytest.importorskip("pyrealsense2")
 
@@ -162,8 +163,8 @@ def _check_tone(session):
 )
 def test_a_wav_of_any_common_kind_is_the_model_s_audio(tmp_path, write):
     wav = write(tmp_path / "speech.wav")
-    _check_tone(load_session(wav))
-    _check_tone(load_session(tmp_path))  # the folder holding it
+    _check_tone(load_session(wav, DEMO))
+    _check_tone(load_session(tmp_path, DEMO))  # the folder holding it
 
 
 # name → (width, height), colour format or None, with a depth stream
@@ -193,7 +194,7 @@ def recordings(tmp_path_factory):
 
 @pytest.mark.parametrize("name", RECORDINGS)
 def test_an_sdk_recording_s_frames_are_brought_to_the_model_s_input(recordings, name):
-    session = load_session(recordings[name])
+    session = load_session(recordings[name], DEMO)
     _, colour, has_depth = RECORDINGS[name]
     assert len(session.frames["rgb"]) == (FRAMES if colour else 0)
     assert len(session.frames["depth"]) == (FRAMES if has_depth else 0)
@@ -213,7 +214,7 @@ def test_an_sdk_recording_s_frames_are_brought_to_the_model_s_input(recordings, 
 
 def test_a_folder_of_a_recording_and_a_wav_replays_through_the_runtime(recordings):
     folder = recordings["d435-640"].parent
-    session = load_session(folder)
+    session = load_session(folder, DEMO)
     _check_tone(session)
     r = cli("demo", "--source", f"replay:{folder}", "--max-speed", "--json", timeout=180)
     assert r.returncode == 0, r.stderr
@@ -230,7 +231,7 @@ def test_a_folder_of_a_recording_and_a_wav_replays_through_the_runtime(recording
 
 def test_an_audio_offset_moves_the_wav_against_the_recording(recordings, tmp_path):
     folder = recordings["d435-640"].parent
-    shifted = load_session(folder, offsets_ms={"audio": 400.0})
+    shifted = load_session(folder, DEMO, offsets_ms={"audio": 400.0})
     assert shifted.windows[0][0] == pytest.approx(0.4 + (SAMPLE_RATE - 1) / SAMPLE_RATE)
     assert shifted.frames["rgb"][0][0] == 0.0, "the recording keeps its own start"
     config = tmp_path / "robot.toml"
@@ -296,7 +297,7 @@ def test_a_folder_that_is_no_recording_is_refused_in_one_line(tmp_path, make, wo
     folder.mkdir()
     make(folder)
     with pytest.raises(SessionError):
-        load_session(folder)
+        load_session(folder, DEMO)
     refused(cli("demo", "--source", f"replay:{folder}", "--max-speed"), *words)
 
 
@@ -312,7 +313,7 @@ def test_a_file_that_is_no_recording_is_refused_in_one_line(tmp_path):
 def test_a_recording_in_a_format_that_cannot_replay_is_one_line(tmp_path):
     mono = _record(tmp_path / f"mono{recording_suffix()}", 640, 480, colour="y8", depth=True)
     with pytest.raises(SessionError, match="colour format y8"):
-        load_session(mono)
+        load_session(mono, DEMO)
     refused(cli("demo", "--source", f"replay:{mono}", "--max-speed"), "mono", "colour format y8", "record colour")
 
 
@@ -328,3 +329,30 @@ def test_a_recording_whose_clock_jumps_is_refused_not_replayed_for_ever(tmp_path
     """A real-time replay lasts as long as the frames' times span: a jump would make it endless."""
     jumped = _record(tmp_path / f"jumped{recording_suffix()}", 64, 48, colour="rgb8", depth=False, stamp=stamp)
     refused(cli("demo", "--source", f"replay:{jumped}", timeout=60), "jumped", "rgb frame 6", *words)
+
+
+def test_a_recording_is_brought_to_another_bundles_sizes_rate_and_window(recordings):
+    """A depth + audio bundle (160x120 depth, 0.5 s windows at 8 kHz, 10 a second): the 640x480
+    recording's depth resized, its colour left out, the 48 kHz stereo WAV mixed and resampled."""
+    folder = recordings["d435-640"].parent
+    session = load_session(folder, DEPTH_AUDIO)
+    assert not session.warnings
+    assert len(session.frames["depth"]) == FRAMES
+    assert all(
+        d.shape == (1, 120, 160) and np.all(d == np.float32(DEPTH_Z16) * np.float32(0.001))
+        for _, d in session.frames["depth"]
+    )
+    audio = session.audio
+    assert session.facts["sample_rate"] == 8000 and abs(len(audio) - TONE_S * 8000) <= 2
+    assert len(session.windows) == (len(audio) - 4000) // 800 + 1
+    assert all(len(w) == 4000 for _, w in session.windows)
+    assert session.windows[0][0] == pytest.approx(3999 / 8000)
+    spectrum = np.abs(np.fft.rfft(session.windows[1][1]))
+    assert abs(np.argmax(spectrum) * 2 - TONE_HZ) <= 2  # bins of 2 Hz over 0.5 s
+
+
+def test_a_modality_whose_stream_the_recording_lacks_is_absent_with_a_warning(recordings):
+    session = load_session(recordings["depth-only"], (camera("colour", "rgb", 96, 128), *DEPTH_AUDIO))
+    assert session.frames["rgb"] == [] and len(session.frames["depth"]) == FRAMES
+    assert any("no rgb in this recording; modality 'colour' replays as absent" in w for w in session.warnings)
+    assert any("modality 'speech' replays as absent" in w for w in session.warnings)

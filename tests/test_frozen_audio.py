@@ -165,7 +165,7 @@ def test_a_stuck_ring_played_into_a_real_capture_path_is_caught(rate, cycle):
         yield from itertools.cycle(blocks[-cycle:])
 
     with PulseServer(sink="edgefusion_frozen") as server, Speaker(server, feed=feed()):
-        mic = PyAudioMicrophone(MicrophoneConfig(device="pulse", rate=rate), read_timeout_s=0.2)
+        mic = PyAudioMicrophone(MicrophoneConfig(device="pulse", rate=rate), SAMPLE_RATE, 1.0, read_timeout_s=0.2)
         mic.connect()
         try:
             assert wait_for(lambda: mic.read_latest(MAX_AGE_S) is not None, 10.0), "live speech is present"

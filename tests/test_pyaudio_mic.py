@@ -15,8 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from edgefusion.config import ConfigError
-from edgefusion.errors import EdgefusionError
+from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.base import Backoff, SensorState
 from edgefusion.sensors.pulse import PulseServer, Speaker
 from edgefusion.sensors.pyaudio_mic import (
@@ -90,7 +89,7 @@ def test_missing_pyaudio_says_what_to_install(monkeypatch):
 
 def test_config_is_checked():
     with pytest.raises(ConfigError, match="microphone: block_ms"):
-        PyAudioMicrophone(MicrophoneConfig(block_ms=0))
+        PyAudioMicrophone(MicrophoneConfig(block_ms=0), SAMPLE_RATE, 1.0)
 
 
 # -- on the virtual rig ------------------------------------------------------------------------------
@@ -116,9 +115,11 @@ def _wait_for(predicate, timeout_s: float, what: str):
 
 
 @contextmanager
-def _microphone(config: MicrophoneConfig | None = None, window_s: float = 1.0):
+def _microphone(
+    config: MicrophoneConfig | None = None, window_s: float = 1.0, sample_rate: int = SAMPLE_RATE, hop_s: float = 0.1
+):
     config = config or MicrophoneConfig(device="pulse")
-    mic = PyAudioMicrophone(config, window_s=window_s, backoff=Backoff(0.1, 0.5), read_timeout_s=0.2)
+    mic = PyAudioMicrophone(config, sample_rate, window_s, hop_s, backoff=Backoff(0.1, 0.5), read_timeout_s=0.2)
     mic.connect()
     try:
         yield mic
@@ -145,9 +146,9 @@ def _tone(freq: float, amplitude: float = 8000.0, block: int = 160):
         start += block
 
 
-def _dominant_hz(x: np.ndarray) -> float:
+def _dominant_hz(x: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)[np.argmax(spectrum)])
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)])
 
 
 @rig
@@ -172,18 +173,21 @@ def test_speech_played_into_the_sink_is_captured(pulse):
 
 
 @rig
-@pytest.mark.parametrize("rate", [SAMPLE_RATE, 48000])
-def test_delivered_at_16k_with_the_right_pitch_at_any_device_rate(pulse, rate):
-    with Speaker(pulse, feed=_tone(440.0)), _microphone(MicrophoneConfig(device="pulse", rate=rate)) as mic:
+@pytest.mark.parametrize(
+    "rate, model_rate, window_s, hop_s",
+    [(SAMPLE_RATE, SAMPLE_RATE, 1.0, 0.1), (48000, SAMPLE_RATE, 1.0, 0.1), (48000, 8000, 0.5, 0.25)],
+)
+def test_delivered_at_the_models_rate_with_the_right_pitch_at_any_device_rate(pulse, rate, model_rate, window_s, hop_s):
+    config = MicrophoneConfig(device="pulse", rate=rate)
+    with Speaker(pulse, feed=_tone(440.0)), _microphone(config, window_s, model_rate, hop_s) as mic:
         first = _sample_after(mic, time.monotonic() + 0.5, 10.0, "a window of the tone")
         last = _sample_after(mic, first.t + 1.5, 5.0, "later windows")
         assert mic.device_rate == rate
         window = last.data.copy()
-    assert len(window) == SAMPLE_RATE
-    assert abs(_dominant_hz(window) - 440.0) <= 2.0
-    # One window per 0.1 s hop of 16 kHz audio, stamped 0.1 s apart: 16000 samples per second.
-    hop_s = (last.t - first.t) / (last.seq - first.seq)
-    assert hop_s == pytest.approx(0.1, abs=0.005)
+    assert len(window) == round(model_rate * window_s)
+    assert abs(_dominant_hz(window, model_rate) - 440.0) <= 2.0 / window_s
+    # One window per hop of audio at the model's rate, stamped a hop apart.
+    assert (last.t - first.t) / (last.seq - first.seq) == pytest.approx(hop_s, abs=0.005)
     assert mic.counters["overflows"] == 0 and mic.counters["dropped_blocks"] == 0
 
 
@@ -267,7 +271,7 @@ def test_capture_fails_when_the_server_dies_and_resumes_when_it_is_back(pulse):
 
 
 def test_audio_losses_are_counted_and_said_the_1st_2nd_4th_8th_time(capsys):
-    mic = PyAudioMicrophone(MicrophoneConfig(), name="mic")
+    mic = PyAudioMicrophone(MicrophoneConfig(), SAMPLE_RATE, 1.0, name="mic")
     mic.device_name = "USB Audio"
     for _ in range(9):  # PortAudio's thread counts; the capture thread says it
         mic.counters["overflows"] += 1
@@ -288,7 +292,7 @@ def test_blocks_the_capture_thread_is_too_slow_for_are_dropped_counted_and_said(
     PortAudio's thread goes on, drops what does not fit, and the next capture says so."""
     from edgefusion.sensors.pyaudio_mic import QUEUE_S
 
-    mic = PyAudioMicrophone(MicrophoneConfig(device="pulse"), name="mic")
+    mic = PyAudioMicrophone(MicrophoneConfig(device="pulse"), SAMPLE_RATE, 1.0, name="mic")
     mic._open()  # the stream runs; no capture thread takes its blocks
     try:
         _wait_for(lambda: mic.counters["dropped_blocks"] > 0, QUEUE_S + 5.0, "a full queue dropping blocks")

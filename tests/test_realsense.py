@@ -30,6 +30,7 @@ from edgefusion.sensors.realsense import (
 
 rs = pytest.importorskip("pyrealsense2")
 
+BOTH = {"rgb": (48, 64), "depth": (48, 64)}  # the model frames of the demo's bundle
 DEVICE_EPOCH_MS = 5.0e6  # the fake camera's clock: unrelated to time.monotonic()
 SCALE = np.float32(0.001)  # the software camera's depth units, as the SDK reports them (float32)
 
@@ -56,7 +57,8 @@ class Producer:
             if self.running.is_set():
                 rgb, depth = self.make(n)
                 now = time.monotonic()
-                self.camera.feed(rgb, depth, DEVICE_EPOCH_MS + (now - t0) * 1000.0)
+                frames = {m: f for m, f in (("rgb", rgb), ("depth", depth)) if m in self.camera.sizes}
+                self.camera.feed(frames, DEVICE_EPOCH_MS + (now - t0) * 1000.0)
                 self.fed[n] = now
                 n += 1
             due = max(due + 1 / 30, time.monotonic())  # late: skip, don't burst
@@ -83,15 +85,15 @@ def _live_frame(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_a_software_device_streams_through_realsense_camera_like_a_live_camera():
-    with SoftwareCamera(128, 96) as sw, Producer(sw, _live_frame) as producer:
-        cam = RealSenseCamera(RealSenseConfig(width=128, height=96, align=False), device=sw.device)
+    with SoftwareCamera({"rgb": (96, 128), "depth": (96, 128)}) as sw, Producer(sw, _live_frame) as producer:
+        cam = RealSenseCamera(RealSenseConfig(width=128, height=96, align=False), BOTH, device=sw.device)
         cam.connect()
         rgbs, depths = {}, {}  # frame number -> (t, data, time read)
         try:
             assert _wait_for(lambda: cam.read_latest(1.0) is not None), cam.state(1.0)
 
             def collect():
-                for view, seen, number in ((cam, rgbs, _rgb_number), (cam.depth, depths, _depth_number)):
+                for view, seen, number in ((cam, rgbs, _rgb_number), (cam.sources["depth"], depths, _depth_number)):
                     sample = view.read_latest(1.0)
                     if sample is not None:
                         seen.setdefault(number(sample.data), (sample.t, sample.data, time.monotonic()))
@@ -136,9 +138,10 @@ def _flat_frame(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_a_stalled_camera_goes_stale_then_failed_then_recovers_by_itself():
-    with SoftwareCamera() as sw, Producer(sw, _flat_frame) as producer:
+    with SoftwareCamera(BOTH) as sw, Producer(sw, _flat_frame) as producer:
         cam = RealSenseCamera(
             RealSenseConfig(width=64, height=48, retries=3),
+            BOTH,
             device=sw.device,
             backoff=Backoff(0.3, 0.6),
             read_timeout_s=0.2,
@@ -172,7 +175,7 @@ def test_a_stalled_camera_goes_stale_then_failed_then_recovers_by_itself():
                 return state is SensorState.OK and sample is not None and sample.seq > last
 
             assert _wait_for(back), cam.state(0.15)
-            assert cam.depth.poll(0.5)[1] is SensorState.OK
+            assert cam.sources["depth"].poll(0.5)[1] is SensorState.OK
         finally:
             cam.disconnect()
 
@@ -189,8 +192,8 @@ def test_a_hardware_reset_is_counted_and_said_the_1st_2nd_4th_time(capsys):
         def hardware_reset(self):
             pass
 
-    with SoftwareCamera(160, 120, 30) as sw:
-        cam = RealSenseCamera(RealSenseConfig(width=160, height=120, fps=30, retries=3), device=sw.device)
+    with SoftwareCamera({"rgb": (120, 160), "depth": (120, 160)}, 30) as sw:
+        cam = RealSenseCamera(RealSenseConfig(width=160, height=120, fps=30, retries=3), BOTH, device=sw.device)
         cam._frames = types.SimpleNamespace(device=TakesResets())
         for _ in range(5):  # five cameras gone silent, each reset before its last try
             cam._misses = 0
@@ -206,7 +209,7 @@ def test_librealsense_writes_nothing_in_home(tmp_path):
     """Its usage report (~/.rum/rum.json, written as a device session ends) goes elsewhere."""
     home = tmp_path / "home"
     home.mkdir()
-    code = "from edgefusion.sensors.realsense import SoftwareCamera\nSoftwareCamera(64, 48, 30).close()"
+    code = "from edgefusion.sensors.realsense import SoftwareCamera\nSoftwareCamera({'rgb': (48, 64)}, 30).close()"
     env = {**os.environ, "HOME": str(home)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -226,20 +229,22 @@ def _recorded_frame(n: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     path = tmp_path_factory.mktemp("rs") / f"session{recording_suffix()}"
-    with SoftwareCamera(160, 120, record_to=path) as sw:
+    with SoftwareCamera({"rgb": (120, 160), "depth": (120, 160)}, record_to=path) as sw:
         for n in range(N_RECORDED):
-            sw.feed(*_recorded_frame(n), t_ms=1000.0 + n * 100.0 / 3)
+            rgb, depth = _recorded_frame(n)
+            sw.feed({"rgb": rgb, "depth": depth}, t_ms=1000.0 + n * 100.0 / 3)
             time.sleep(1 / 30)  # the recording's clock is the feeding's wall time
     return path
 
 
 @pytest.mark.parametrize("align", [False, True])
 def test_a_recording_plays_back_every_frame_once_with_its_pixels(recording, align):
-    frames = list(iter_recording(recording, align=align))
+    frames = list(iter_recording(recording, BOTH, align=align))
     assert [f[0] for f in frames] == list(range(N_RECORDED))  # frame 0 included, none twice
     np.testing.assert_allclose([f[1] for f in frames], [1.0 + n / 30 for n in range(N_RECORDED)], atol=1e-6)
     inside = ((_ROWS % 8)[:, None] >= 2) & ((_ROWS % 8)[:, None] <= 5) & ((_COLS % 8) >= 2) & ((_COLS % 8) <= 5)
-    for n, _, rgb, depth in frames:
+    for n, _, got in frames:
+        rgb, depth = got["rgb"], got["depth"]
         rgb_in, depth_in = _recorded_frame(n)
         # 160x120 to 64x48 does not divide: nearest for rgb too, so the values come back exactly.
         np.testing.assert_array_equal(rgb, rgb_in[_ROWS][:, _COLS].transpose(2, 0, 1).astype(np.float32))
@@ -262,12 +267,15 @@ def _play_to_the_end(cam: RealSensePlayback) -> float:
 
 
 def test_a_playback_source_delivers_every_frame_then_ends_for_good(recording):
-    cam = RealSensePlayback(recording, RealSenseConfig(filters=("hole_filling",)), real_time=False, read_timeout_s=0.2)
+    cam = RealSensePlayback(
+        recording, RealSenseConfig(filters=("hole_filling",)), BOTH, real_time=False, read_timeout_s=0.2
+    )
+    depth = cam.sources["depth"]
     try:
         _play_to_the_end(cam)
-        assert cam.read_latest(60.0).seq == N_RECORDED and cam.depth.read_latest(60.0).seq == N_RECORDED
+        assert cam.read_latest(60.0).seq == N_RECORDED and depth.read_latest(60.0).seq == N_RECORDED
         holes_in = (_recorded_frame(N_RECORDED - 1)[1][_ROWS][:, _COLS] == 0).sum()
-        assert holes_in > 0 and (cam.depth.read_latest(60.0).data == 0).sum() < holes_in  # the filter ran
+        assert holes_in > 0 and (depth.read_latest(60.0).data == 0).sum() < holes_in  # the filter ran
         assert not _wait_for(lambda: cam.poll(60.0)[1:] != (SensorState.FAILED, "end of recording"), timeout=0.6)
         assert cam.read_latest(60.0).seq == N_RECORDED  # not played again
     finally:
@@ -275,7 +283,7 @@ def test_a_playback_source_delivers_every_frame_then_ends_for_good(recording):
 
 
 def test_a_real_time_playback_takes_as_long_as_the_recording(recording):
-    cam = RealSensePlayback(recording, read_timeout_s=0.2)
+    cam = RealSensePlayback(recording, RealSenseConfig(), BOTH, read_timeout_s=0.2)
     try:
         elapsed = _play_to_the_end(cam)
         assert elapsed > (N_RECORDED - 1) / 30 * 0.9
@@ -330,16 +338,16 @@ def test_bad_recordings_are_one_line_user_errors(recording, tmp_path):
     ]
     for path, words in cases:
         with pytest.raises(EdgefusionError) as caught:
-            list(iter_recording(path))
+            list(iter_recording(path, BOTH))
         message = str(caught.value)
         assert words in message and str(path) in message and "\n" not in message, message
     with pytest.raises(EdgefusionError, match="no such recording"):
-        RealSensePlayback(tmp_path / "missing.db3")
+        RealSensePlayback(tmp_path / "missing.db3", RealSenseConfig(), BOTH)
 
 
 def test_config_rejects_unknown_filters():
     with pytest.raises(EdgefusionError, match="decimation"):
-        RealSenseCamera(RealSenseConfig(filters=("decimation",)))
+        RealSenseCamera(RealSenseConfig(filters=("decimation",)), BOTH)
 
 
 def test_without_pyrealsense2_the_module_imports_and_says_how_to_install():
@@ -347,8 +355,8 @@ def test_without_pyrealsense2_the_module_imports_and_says_how_to_install():
 import sys
 sys.modules["pyrealsense2"] = None  # import pyrealsense2 now raises ImportError
 from edgefusion.errors import EdgefusionError
-from edgefusion.sensors.realsense import RealSenseCamera, recording_suffix
-RealSenseCamera()
+from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig, recording_suffix
+RealSenseCamera(RealSenseConfig(), {"depth": (48, 64)})
 try:
     recording_suffix()
 except EdgefusionError as err:
@@ -357,3 +365,24 @@ except EdgefusionError as err:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'edgefusion[sensors]'" in out.stdout and "Jetson" in out.stdout, out.stdout
+
+
+def test_a_depth_only_camera_opens_no_colour_and_a_playback_gives_depth_at_the_modalitys_size(recording):
+    """A depth-only bundle: the camera's one stream is depth (no colour, no alignment), frames
+    resized to the modality's own size; a recording with colour too plays its depth alone."""
+    with SoftwareCamera({"depth": (96, 128)}) as sw, Producer(sw, _live_frame):
+        cam = RealSenseCamera(RealSenseConfig(width=128, height=96), {"depth": (24, 32)}, device=sw.device)
+        assert cam.modality == "depth" and set(cam.sources) == {"depth"}
+        cam.connect()
+        try:
+            assert _wait_for(lambda: cam.read_latest(1.0) is not None), cam.state(1.0)
+            data = cam.read_latest(1.0).data
+        finally:
+            cam.disconnect()
+    assert data.shape == (1, 24, 32) and data.dtype == np.float32
+    played = list(iter_recording(recording, {"depth": (60, 80)}, align=True))  # align needs colour: not done
+    assert [n for n, _, _ in played] == list(range(N_RECORDED))
+    rows, cols = ((np.arange(60) + 0.5) * 2).astype(int), ((np.arange(80) + 0.5) * 2).astype(int)
+    for n, _, got in played:
+        assert set(got) == {"depth"}
+        np.testing.assert_array_equal(got["depth"][0], _recorded_frame(n)[1][rows][:, cols].astype(np.float32) * SCALE)

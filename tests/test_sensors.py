@@ -4,12 +4,16 @@ import time
 
 import numpy as np
 import pytest
+from stream_specs import DEMO, DEPTH_AUDIO
 from waiting import wait_for
 
 from edgefusion.sensors.base import Backoff, Sensor, SensorGone, SensorState
 from edgefusion.sensors.faults import parse_faults
+from edgefusion.sensors.frames import depth_metres, depth_z16
 from edgefusion.sensors.microphone import AudioRing, MicrophoneSensor
-from edgefusion.sensors.simulated import simulated_rig
+from edgefusion.sensors.simulated import Deliver, resample, simulated_rig
+from edgefusion.task import GESTURES
+from edgefusion.task.scenes import render_depth
 
 
 def test_audio_ring_window_is_the_last_samples_across_wraps():
@@ -147,7 +151,7 @@ def test_microphone_windows_are_contiguous_and_never_span_a_bad_block():
 
 
 def test_simulated_rig_streams_and_recovers_from_a_stop():
-    rig = simulated_rig(seed=1, faults=parse_faults("depth:stop@0.6-1.2"))
+    rig = simulated_rig(DEMO, seed=1, faults=parse_faults("depth:stop@0.6-1.2"))
     scenario, sensors = rig.scenario, rig.sensors
     rig.clock.start()
     for s in sensors.values():
@@ -169,3 +173,38 @@ def test_simulated_rig_streams_and_recovers_from_a_stop():
     finally:
         for s in sensors.values():
             s.disconnect()
+
+
+def test_a_simulated_rig_delivers_each_stream_at_its_modalitys_size_rate_and_window():
+    """A depth + audio bundle (160x120 depth, 0.5 s at 8 kHz, names apart from their streams):
+    no colour stream, depth frames resized from the task's scenes, audio resampled and windowed."""
+    rig = simulated_rig(DEPTH_AUDIO, seed=2)
+    assert set(rig.sensors) == {"depth", "audio"}
+    rig.clock.start()
+    for s in rig.sensors.values():
+        s.connect()
+    try:
+        assert _wait_for(lambda: rig.sensors["audio"].read_latest(0.3) is not None, timeout=5.0)
+        depth, audio = rig.sensors["depth"].read_latest(0.2), rig.sensors["audio"].read_latest(0.3)
+    finally:
+        for s in rig.sensors.values():
+            s.disconnect()
+    assert depth is not None and depth.data.shape == (1, 120, 160)
+    np.testing.assert_array_equal(depth.data, depth_metres(depth_z16(depth.data)))  # whole Z16 steps
+    assert audio.data.shape == (4000,) and np.abs(audio.data).max() > 0
+    np.testing.assert_array_equal(audio.data, np.rint(audio.data))  # whole 16-bit steps
+
+
+def test_scenes_are_resized_as_a_camera_resizes_and_audio_resampled_band_limited():
+    scene = render_depth(GESTURES[0], np.random.default_rng(0))
+    small, large = Deliver("depth", (48, 64))(scene), Deliver("depth", (120, 160))(scene)
+    rows = ((np.arange(120) + 0.5) * 48 / 120).astype(int)
+    cols = ((np.arange(160) + 0.5) * 64 / 160).astype(int)
+    np.testing.assert_array_equal(large[0], small[0][rows][:, cols])  # nearest: no depth invented
+    t = np.arange(16000) / 16000
+    tone = (np.sin(2 * np.pi * 440 * t) + np.sin(2 * np.pi * 6000 * t)).astype(np.float32) * 1000
+    down = resample(tone, 16000, 8000)
+    spectrum = np.abs(np.fft.rfft(down))
+    assert len(down) == 8000 and np.argmax(spectrum) == 440  # 1 Hz bins over one second
+    # 6 kHz is above the 4 kHz that 8 kHz can hold: gone, not aliased to 2 kHz.
+    assert np.delete(spectrum, 440).max() < 1e-3 * spectrum[440]

@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("pyrealsense2")
 
+from stream_specs import DEMO  # noqa: E402
+
 from edgefusion.backends import make_backend  # noqa: E402
 from edgefusion.bundle import default_bundle_path, load_bundle  # noqa: E402
 from edgefusion.errors import EdgefusionError  # noqa: E402
@@ -231,7 +233,7 @@ def test_a_failing_writer_is_one_error_at_close_not_a_hang(tmp_path, monkeypatch
 
     monkeypatch.setattr(recorder_module, "CameraFileWriter", broken)
     camera = types.SimpleNamespace(modality="rgb", on_sample=None)
-    rec = recorder_module.SessionRecorder(tmp_path / "s", {"rgb": camera}, 16000, {})
+    rec = recorder_module.SessionRecorder(tmp_path / "s", {"rgb": camera}, DEMO, {})
     rec.start(0.0)
     frame = np.zeros((3, 48, 64), np.float32)
     for i in range(3000):  # well past the queue's bound

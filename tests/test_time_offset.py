@@ -60,7 +60,7 @@ def test_calibrate_offset_writes_the_config_from_a_recorded_session(tmp_path):
     audio, t0, frame_end, frames = _recording(late_s, seed=3)
     session = tmp_path / "claps"
     session.mkdir()
-    camera = CameraFileWriter(session / camera_file_name(), (48, 64))
+    camera = CameraFileWriter(session / camera_file_name(), {"rgb": (48, 64)})
     for t, f in zip(frame_end, frames):
         camera.write("rgb", np.full((3, 48, 64), f.mean(), np.float32), float(t))
     camera.close()

@@ -69,3 +69,34 @@ def test_a_session_recorded_on_the_virtual_rig_replays_to_the_same_results(tmp_p
     diffs = [np.abs(np.array(g.probs) - list(w["probs"].values())).max() for g, w in pairs]
     worst = float(max(diffs))
     assert worst <= 1e-5, f"replayed probabilities differ by {worst}"
+
+
+def test_the_virtual_rig_makes_only_the_devices_a_bundle_uses_at_its_sizes_and_rate(capsys):
+    """A depth + audio bundle (160x120, 0.5 s at 8 kHz): a software camera with no colour stream,
+    a sound server at 8 kHz; a fault on the colour stream is ignored with one warning."""
+    from stream_specs import DEPTH_AUDIO
+    from waiting import wait_for
+
+    from edgefusion.config import Config
+    from edgefusion.rigs import make_rig
+
+    cfg = Config()
+    cfg.source.kind, cfg.source.faults = "virtual", "rgb:stop@0-9,depth:stall@1.5-3"
+    rig = make_rig(cfg, DEPTH_AUDIO, ("left", "right"))
+    assert "faults on rgb ignored: the bundle uses no rgb stream" in capsys.readouterr().err
+    assert set(rig.sensors) == {"depth", "audio"} and rig.truth is None, "a user's labels: unscored"
+    try:
+        rig.start()
+        for s in rig.sensors.values():
+            s.connect()
+        depth, audio = rig.sensors["depth"], rig.sensors["audio"]
+        assert wait_for(lambda: depth.read_latest(0.2) is not None and audio.read_latest(0.3) is not None, 15.0)
+        frame, window = depth.read_latest(0.2).data, audio.read_latest(0.3).data
+        assert frame.shape == (1, 120, 160) and frame.max() > 0
+        assert window.shape == (4000,) and np.abs(window).max() > 0
+        assert wait_for(lambda: depth.read_latest(0.2) is None, 5.0), "the stall stops the frames"
+        assert wait_for(lambda: depth.read_latest(0.2) is not None, 10.0), "and they come back"
+    finally:
+        for s in rig.sensors.values():
+            s.disconnect()
+        rig.close()

@@ -36,7 +36,6 @@ import numpy as np
 from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.pulse_keeper import kill_group
-from edgefusion.task import SAMPLE_RATE
 
 APT_PACKAGES = "apt-get install pulseaudio pulseaudio-utils libasound2-plugins"
 START_TIMEOUT_S = 10.0
@@ -170,7 +169,7 @@ class PulseServer:
     reaches only us and the keeper can end them all.
     """
 
-    def __init__(self, sink: str = "edgefusion", rate: int = SAMPLE_RATE, channels: int = 1):
+    def __init__(self, sink: str = "edgefusion", rate: int = 16000, channels: int = 1):
         self.sink, self.rate, self.channels = sink, rate, channels
         self.runtime_dir: Path | None = None
         self.exited: int | None = None  # the status of a server that exited on its own, until relaunched
@@ -424,12 +423,13 @@ class Speaker:
         self,
         server: PulseServer,
         feed: Iterable[np.ndarray] = (),
-        rate: int = SAMPLE_RATE,
+        rate: int | None = None,
         block_s: float = 0.01,
         lead_s: float = 0.03,
     ):
-        self.server, self.rate, self.lead_s = server, rate, lead_s
-        self.block = max(1, round(block_s * rate))
+        """``rate``: of the audio fed (default: the server's sink's)."""
+        self.server, self.rate, self.lead_s = server, rate or server.rate, lead_s
+        self.block = max(1, round(block_s * self.rate))
         self._feed = iter(feed)
         self._lock = threading.Lock()
         self._queued: list[np.ndarray] = []  # play() requests, then the current feed block's rest

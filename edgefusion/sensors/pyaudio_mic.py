@@ -1,4 +1,4 @@
-"""A real microphone through PortAudio (pyaudio), delivering 16 kHz mono blocks to MicrophoneSensor.
+"""A real microphone through PortAudio (pyaudio), delivering mono blocks at the model's rate to MicrophoneSensor.
 
 Capture runs in PortAudio's callback mode: its thread copies each block into a bounded queue and
 returns, so a lost device shows up as a stream that stops (or stops delivering) rather than a
@@ -7,7 +7,7 @@ capture thread pops blocks with a deadline, resamples them to the model's rate a
 ``time.monotonic()``'s clock. Every open makes a new ``PyAudio()``: PortAudio scans devices only
 when it is initialised, so a device that came back is seen only by a fresh instance.
 
-pyaudio (and soxr, when the device's rate is not 16 kHz) are imported on the first open, so this
+pyaudio (and soxr, when the device's rate is not the model's) are imported on the first open, so this
 module imports without them.
 """
 
@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgefusion import log
-from edgefusion.errors import EdgefusionError
+from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.base import SensorGone
 from edgefusion.sensors.microphone import MicrophoneSensor
-from edgefusion.task import AUDIO_WINDOW_S, SAMPLE_RATE
 
 INSTALL_HINT = "pip install 'edgefusion[sensors]' (pyaudio builds against PortAudio: apt-get install portaudio19-dev)"
 QUEUE_S = 2.0  # audio the callback may queue for the capture thread before it drops blocks
@@ -37,14 +36,12 @@ QUEUE_S = 2.0  # audio the callback may queue for the capture thread before it d
 @dataclass
 class MicrophoneConfig:
     device: str = ""  # "": the default input; else a name substring or an index (as PyAudio lists them)
-    rate: int = 0  # 0: the device's default rate; resampled to 16 kHz when it differs (the device says what it can)
+    rate: int = 0  # 0: the device's default rate; resampled to the model's when it differs (as the device can)
     channels: int = 1  # channels to open (some devices capture stereo only): mixed down to mono
     block_ms: float = 10.0  # audio per callback
     stall_ms: float = 5000.0  # no audio for this long: the device counts as lost (PulseAudio starts in ~2 s)
 
     def check(self, at: str) -> None:
-        from edgefusion.config import ConfigError  # here: the config module may come to import this one
-
         def require(ok: bool, key: str, what: str) -> None:
             if not ok:
                 raise ConfigError(f"{at}: {key} must be {what}")
@@ -236,28 +233,30 @@ class BlockClock:
 
 
 class _ToModelRate:
-    """Streaming resampling to 16 kHz with soxr (libsoxr: band-limited, keeps its filter state
-    across blocks). Its output lags its input by ``delay()`` output samples, so the time of the
-    newest output sample is the input's less that delay."""
+    """Streaming resampling to the model's rate with soxr (libsoxr: band-limited, keeps its filter
+    state across blocks). Its output lags its input by ``delay()`` output samples, so the time of
+    the newest output sample is the input's less that delay."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, model_rate: int):
         try:
             import soxr
         except ImportError as err:
-            raise EdgefusionError(f"resampling {rate} Hz to {SAMPLE_RATE} Hz needs soxr: {INSTALL_HINT}") from err
-        self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            raise EdgefusionError(f"resampling {rate} Hz to {model_rate} Hz needs soxr: {INSTALL_HINT}") from err
+        self.model_rate = model_rate
+        self._stream = soxr.ResampleStream(rate, model_rate, 1, dtype="float32", quality="HQ")
 
     def __call__(self, block: np.ndarray, t_end: float) -> tuple[np.ndarray, float]:
         out = self._stream.resample_chunk(block)
-        return out, t_end - self._stream.delay() / SAMPLE_RATE
+        return out, t_end - self._stream.delay() / self.model_rate
 
 
 # -- the sensor ------------------------------------------------------------------------------------
 
 
 class PyAudioMicrophone(MicrophoneSensor):
-    """A PortAudio input device as the audio sensor: windows of ``window_s`` at 16 kHz, mono,
-    float32 in int16 units, each stamped with its last sample's capture time.
+    """A PortAudio input device as the audio sensor: windows of ``window_s`` at ``sample_rate`` (the
+    bundle's), a new one every ``hop_s``, mono, float32 in int16 units, each stamped with its last
+    sample's capture time.
 
     ``counters["overflows"]`` counts blocks PortAudio flagged as overflowed (samples lost before
     they reached us), ``counters["dropped_blocks"]`` those the capture thread was too slow to take
@@ -268,17 +267,17 @@ class PyAudioMicrophone(MicrophoneSensor):
 
     def __init__(
         self,
-        config: MicrophoneConfig | None = None,
-        name: str = "mic",
-        window_s: float = AUDIO_WINDOW_S,
+        config: MicrophoneConfig,
+        sample_rate: int,
+        window_s: float,
         hop_s: float = 0.1,
+        name: str = "mic",
         **kw,
     ):
-        self.config = config or MicrophoneConfig()
+        self.config = config
         self.config.check("microphone")
-        super().__init__(
-            name, SAMPLE_RATE, window_s, hop_s, block=round(self.config.block_ms * SAMPLE_RATE / 1000), **kw
-        )
+        block = max(1, round(self.config.block_ms * sample_rate / 1000))
+        super().__init__(name, sample_rate, window_s, hop_s, block=block, **kw)
         self._said: dict[str, int] = {}  # counts of the losses as last logged
         self.device_name = ""  # of the device opened last
         self.device_rate = 0
@@ -287,7 +286,7 @@ class PyAudioMicrophone(MicrophoneSensor):
         self._queue: queue.Queue | None = None
         self._clock: BlockClock | None = None
         self._resample: _ToModelRate | None = None
-        self._pending = np.zeros(0, np.float32)  # 16 kHz audio captured but not yet handed out
+        self._pending = np.zeros(0, np.float32)  # audio at the model's rate captured but not yet handed out
         self._pending_end = 0.0  # when its last sample was captured
         self._last_audio = 0.0
 
@@ -306,7 +305,7 @@ class PyAudioMicrophone(MicrophoneSensor):
         cfg = self.config
         index, info, rate = resolve_device(pyaudio, self._pa, cfg)
         name = f"input device {index} {info['name']!r}"
-        self._resample = _ToModelRate(rate) if rate != SAMPLE_RATE else None
+        self._resample = _ToModelRate(rate, self.sample_rate) if rate != self.sample_rate else None
         self._pending, self._pending_end = np.zeros(0, np.float32), 0.0
         frames = max(1, round(cfg.block_ms * rate / 1000))
         self._queue = queue.Queue(maxsize=max(4, int(QUEUE_S * 1000 / cfg.block_ms)))
@@ -349,7 +348,7 @@ class PyAudioMicrophone(MicrophoneSensor):
         return None, 0  # paContinue
 
     def _capture(self, timeout_s: float) -> tuple[np.ndarray, float] | None:
-        """One block of exactly ``self.block`` samples at 16 kHz. The resampler's output comes in
+        """One block of exactly ``self.block`` samples at the model's rate. The resampler's output comes in
         uneven bursts (hundreds of samples, then none); evened out, a window is published every hop
         of audio rather than every hop plus part of a burst."""
         self._say_losses()
@@ -370,7 +369,7 @@ class PyAudioMicrophone(MicrophoneSensor):
                 block = np.clip(np.rint(block), -32768, 32767)  # whole 16-bit steps (frames.py)
             self._pending, self._pending_end = np.concatenate([self._pending, block]), t_end
         out, self._pending = self._pending[: self.block], self._pending[self.block :]
-        return out, self._pending_end - len(self._pending) / SAMPLE_RATE
+        return out, self._pending_end - len(self._pending) / self.sample_rate
 
     def _say_losses(self) -> None:
         for kind, what in (("overflows", "input overflow"), ("dropped_blocks", "blocks dropped, capture too slow")):

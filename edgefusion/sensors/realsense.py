@@ -3,7 +3,8 @@
 pyrealsense2 is imported lazily, inside the functions that need it: the runtime imports this module
 on machines without the SDK (CI, a robot with another camera) and only fails when it is used.
 Frames leave here in the model's format: rgb float32 (3, H, W) in 0..255, depth float32 (1, H, W)
-in metres with 0 for "no data", at the model's input size.
+in metres with 0 for "no data", each at its own size (the bundle's, ``sizes``). Only the streams
+in ``sizes`` are opened: a depth-only bundle starts the camera without colour, and unaligned.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgefusion import log
 from edgefusion.errors import EdgefusionError
-from edgefusion.sensors.base import Sensor, SensorGone, SensorState
-from edgefusion.task.scenes import HEIGHT, WIDTH
+from edgefusion.sensors.base import Sensor, SensorGone, SensorState, StreamView
+from edgefusion.sensors.frames import CAMERAS, Resample
 
 FILTERS = ("spatial", "temporal", "hole_filling")
 
@@ -106,101 +107,83 @@ class RealSenseConfig:
             )
 
 
-class _Resample:
-    """Camera-size frames to the model's size, with index tables built once per stream."""
-
-    def __init__(self, src_hw: tuple[int, int], out_hw: tuple[int, int]):
-        (sh, sw), (h, w) = src_hw, out_hw
-        self.out_hw = out_hw
-        self.block = (sh // h, sw // w) if sh % h == 0 and sw % w == 0 else None
-        self._rows = ((np.arange(h) + 0.5) * sh / h).astype(np.intp)[:, None]
-        self._cols = ((np.arange(w) + 0.5) * sw / w).astype(np.intp)[None, :]
-
-    def rgb(self, src: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 to (3, h, w) float32. A block mean when the sizes divide, which is what a
-        smaller sensor would have seen (no aliasing); nearest otherwise, as a fractional box would
-        cost a temporary per frame. The block sums are whole numbers, summed in integers along
-        contiguous memory (rows first): 8x faster than one float reduction over both axes at
-        1280x720 (9 ms against 73 ms a frame), the same values."""
-        h, w = self.out_hw
-        out = np.empty((3, h, w), np.float32)
-        view = out.transpose(1, 2, 0)
-        if self.block is None:
-            view[...] = src[self._rows, self._cols]
-        else:
-            fy, fx = self.block
-            rows = src.reshape(h, fy, -1).sum(axis=1, dtype=np.uint32)
-            view[...] = rows.reshape(h, w, fx, 3).sum(axis=2, dtype=np.uint32)
-            out *= np.float32(1.0 / (fy * fx))
-            np.rint(out, out=out)  # whole 8-bit steps, as every camera delivers them (frames.py)
-        return out
-
-    def depth(self, src: np.ndarray, scale: np.float32) -> np.ndarray:
-        """(H, W) z16 to (1, h, w) metres by nearest sampling: a mean would blend holes (0) into
-        depths that were never measured."""
-        out = np.empty((1, *self.out_hw), np.float32)
-        np.multiply(src[self._rows, self._cols], scale, out=out[0])
-        return out
-
-
-class _Pair(NamedTuple):
-    frame_number: int  # the colour frame's
-    t_device_ms: float  # the colour frame's timestamp; the depth frame is within half a frame of it
+class _Frames(NamedTuple):
+    frame_number: int  # the colour frame's (the depth frame's where there is no colour)
+    t_device_ms: float  # that frame's timestamp; a depth frame with it is within half a frame of it
     arrival: float  # time.monotonic() when the frameset was handed over
-    rgb: np.ndarray
-    depth: np.ndarray
+    frames: dict[str, np.ndarray]  # stream -> model frame, for every stream opened
 
 
-class _Frames:
-    """A started pipeline's framesets as model frames: each depth/colour pair once, filtered, aligned
-    and resampled."""
+def _frame_of(fs, stream: str):
+    return fs.get_color_frame() if stream == "rgb" else fs.get_depth_frame()
 
-    def __init__(self, rs, pipe, profile, out_size: tuple[int, int], align: bool, filters: tuple[str, ...], ended=None):
+
+class _Pipeline:
+    """A started pipeline's framesets as model frames: each moment once, filtered, aligned and
+    resampled, for the streams in ``sizes`` (``CAMERAS`` order, colour first: its clock leads)."""
+
+    def __init__(
+        self,
+        rs,
+        pipe,
+        profile,
+        sizes: dict[str, tuple[int, int]],
+        align: bool,
+        filters: tuple[str, ...],
+        ended=None,
+    ):
         self.pipe = pipe
         self.device = profile.get_device()
-        self.scale = np.float32(self.device.first_depth_sensor().get_depth_scale())
-        color = profile.get_stream(rs.stream.color).as_video_stream_profile()
-        depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()
+        self.streams = [m for m in CAMERAS if m in sizes]
+        kinds = {"rgb": rs.stream.color, "depth": rs.stream.depth}
+        video = {m: profile.get_stream(kinds[m]).as_video_stream_profile() for m in self.streams}
         # The SDK's own matcher calls two frames one moment when they are within half a frame period.
-        self._match_ms = 500.0 / min(color.fps(), depth.fps())
+        self._match_ms = 500.0 / min(v.fps() for v in video.values())
+        depth = "depth" in sizes
+        self.scale = np.float32(self.device.first_depth_sensor().get_depth_scale()) if depth else np.float32(0)
         makers = {"spatial": rs.spatial_filter, "temporal": rs.temporal_filter, "hole_filling": rs.hole_filling_filter}
-        self._filters = [makers[name]() for name in filters]  # new per open: the temporal filter has history
-        self._align = rs.align(rs.stream.color) if align else None
-        self._rgb = _Resample((color.height(), color.width()), out_size)
-        aligned = color if align else depth
-        self._depth = _Resample((aligned.height(), aligned.width()), out_size)
+        # Filters and alignment act on depth; alignment needs colour too. New per open: the
+        # temporal filter has history.
+        self._filters = [makers[name]() for name in filters] if depth else []
+        self._align = rs.align(rs.stream.color) if align and len(self.streams) == 2 else None
+        source = {m: video["rgb" if self._align is not None else m] for m in self.streams}
+        self._resample = {m: Resample((source[m].height(), source[m].width()), sizes[m]) for m in self.streams}
         self._ended: _EndOfFile | None = ended  # a live camera has no end
-        self._last = (-1, -1)
+        self._last = dict.fromkeys(self.streams, -1)
 
-    def next(self, timeout_s: float) -> _Pair | None:
-        """The next new pair, or None when none came within ``timeout_s``.
+    def next(self, timeout_s: float) -> _Frames | None:
+        """The next new moment, or None when none came within ``timeout_s``.
 
-        The pipeline hands out about two framesets per pair, the second repeating the other
-        stream's last frame; a pair is new only when both its frame numbers differ from the last
-        one handed out, and a pair is one moment only when the matcher's rule says so (at the start
-        of a playback a depth frame can come with the previous colour frame)."""
+        With both streams the pipeline hands out about two framesets per pair, the second
+        repeating the other stream's last frame; a pair is new only when both its frame numbers
+        differ from the last one handed out, and a pair is one moment only when the matcher's rule
+        says so (at the start of a playback a depth frame can come with the previous colour frame)."""
         deadline = time.monotonic() + timeout_s
         while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
             ok, fs = self.pipe.try_wait_for_frames(left_ms)
             if not ok:
                 return None
             arrival = time.monotonic()
-            d, c = fs.get_depth_frame(), fs.get_color_frame()
-            if not d or not c:
+            got = {m: _frame_of(fs, m) for m in self.streams}
+            if not all(got.values()):
                 continue
-            numbers = (d.get_frame_number(), c.get_frame_number())
-            t_ms = c.get_timestamp()
-            fresh = numbers[0] != self._last[0] and numbers[1] != self._last[1]
-            if not fresh or abs(d.get_timestamp() - t_ms) >= self._match_ms:
+            numbers = {m: f.get_frame_number() for m, f in got.items()}
+            lead = got[self.streams[0]]
+            t_ms = lead.get_timestamp()
+            fresh = all(numbers[m] != self._last[m] for m in self.streams)
+            if not fresh or any(abs(f.get_timestamp() - t_ms) >= self._match_ms for f in got.values()):
                 continue
             self._last = numbers
             for block in self._filters:  # after de-duplication: the temporal filter must see each frame once
                 fs = block.process(fs).as_frameset()
             if self._align is not None:
                 fs = self._align.process(fs)
-            rgb = self._rgb.rgb(np.asanyarray(fs.get_color_frame().get_data()))
-            depth = self._depth.depth(np.asanyarray(fs.get_depth_frame().get_data()), self.scale)
-            return _Pair(numbers[1], t_ms, arrival, rgb, depth)
+            frames = {}
+            for m in self.streams:
+                pixels = np.asanyarray(_frame_of(fs, m).get_data())
+                resample = self._resample[m]
+                frames[m] = resample.rgb(pixels) if m == "rgb" else resample.depth(pixels, self.scale)
+            return _Frames(numbers[self.streams[0]], t_ms, arrival, frames)
         return None
 
     def ended(self) -> bool:
@@ -254,8 +237,9 @@ class _EndOfFile:
         return self._event.is_set()
 
 
-def _play(rs, path: Path, real_time: bool):
-    """A pipeline started on a recording, its profile, and an event set at the end of the file.
+def _play(rs, path: Path, real_time: bool, streams=CAMERAS):
+    """A pipeline started on a recording, its profile, and an event set at the end of the file;
+    the recording must hold ``streams`` (others in it are played and not used).
 
     Measured on 2.59 (pyrealsense2 from PyPI): ``start(); set_real_time(False)`` loses frame 0,
     and so does ``pause, set_real_time(False), seek(0), resume`` after ``start`` in a third of runs.
@@ -270,10 +254,12 @@ def _play(rs, path: Path, real_time: bool):
         cfg.enable_device_from_file(str(path), repeat_playback=False)
         resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
         kinds = {stream.stream_type() for stream in resolved.get_streams()}
-        missing = [name for name, kind in (("depth", rs.stream.depth), ("color", rs.stream.color)) if kind not in kinds]
+        sdk = {"rgb": ("color", rs.stream.color), "depth": ("depth", rs.stream.depth)}
+        missing = [sdk[m][0] for m in CAMERAS if m in streams and sdk[m][1] not in kinds]
         if missing:
             raise EdgefusionError(
-                f"{path}: the recording has no {' and no '.join(missing)} stream; record with depth and color enabled"
+                f"{path}: the recording has no {' and no '.join(missing)} stream; record with "
+                f"{' and '.join(sdk[m][0] for m in CAMERAS if m in streams)} enabled"
             )
         playback = resolved.get_device().as_playback()
         ended = _EndOfFile(rs, playback)
@@ -287,18 +273,18 @@ def _play(rs, path: Path, real_time: bool):
 
 
 def iter_recording(
-    path: str | Path, out_size: tuple[int, int] = (HEIGHT, WIDTH), align: bool = True
-) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
-    """Every depth/colour pair of a .bag or .db3, once and in order, as fast as it decodes:
-    ``(colour frame number, device time in s, rgb (3, H, W), depth (1, H, W) in metres)``."""
+    path: str | Path, sizes: dict[str, tuple[int, int]], align: bool = True
+) -> Iterator[tuple[int, float, dict[str, np.ndarray]]]:
+    """Every moment of the ``sizes`` streams of a .bag or .db3, once and in order, as fast as it
+    decodes: ``(frame number, device time in s, {stream: frame})``, frames at ``sizes``."""
     rs = import_realsense()
-    pipe, profile, ended = _play(rs, Path(path), real_time=False)
+    pipe, profile, ended = _play(rs, Path(path), False, tuple(sizes))
     try:
-        frames = _Frames(rs, pipe, profile, out_size, align, (), ended)
+        frames = _Pipeline(rs, pipe, profile, sizes, align, (), ended)
         while True:
-            pair = frames.next(0.05)
-            if pair is not None:
-                yield pair.frame_number, pair.t_device_ms / 1000.0, pair.rgb, pair.depth
+            got = frames.next(0.05)
+            if got is not None:
+                yield got.frame_number, got.t_device_ms / 1000.0, got.frames
             elif frames.ended():  # nothing left in the queue and the reader has stopped
                 return
     finally:
@@ -306,30 +292,35 @@ def iter_recording(
 
 
 class RealSenseCamera(Sensor):
-    """A RealSense delivering ``rgb`` (this sensor) and ``depth`` (its ``depth`` view) from one
-    capture thread, both stamped with the colour frame's hardware time on the monotonic clock.
+    """A RealSense delivering the streams of ``sizes`` (stream -> (height, width) of its model
+    frames) from one capture thread, each stamped with the lead frame's hardware time (colour's,
+    where it is opened) on the monotonic clock. ``sources`` maps each stream to what delivers
+    it: this sensor for the first (colour, if opened), a view for depth beside it.
 
     ``device`` replaces the USB camera with another SDK device, e.g. a ``SoftwareCamera``'s (tests,
     the virtual rig); it needs pyrealsense2 >= 2.56 (``pipeline.set_device``).
     """
 
-    modality = "rgb"
-
     def __init__(
         self,
-        config: RealSenseConfig = RealSenseConfig(),
+        config: RealSenseConfig,
+        sizes: dict[str, tuple[int, int]],
         device=None,
         name: str = "realsense",
-        out_size: tuple[int, int] = (HEIGHT, WIDTH),
         **kw,
     ):
+        streams = [m for m in CAMERAS if m in sizes]
+        if not streams or len(streams) != len(sizes):
+            raise ValueError(f"a RealSense delivers {' and '.join(CAMERAS)}, not {', '.join(sizes) or 'nothing'}")
+        self.modality = streams[0]  # before the base class's init, which reads it
         super().__init__(name, **kw)
         config.check("camera")
-        self.out_size = out_size
+        self.sizes = dict(sizes)
         if device is not None and not hasattr(import_realsense().pipeline, "set_device"):
             raise EdgefusionError("a software RealSense needs pyrealsense2 >= 2.56 (pipeline.set_device)")
         self.config = config
-        self.depth = self._stream("depth")
+        self.sources: dict[str, Sensor | StreamView] = {streams[0]: self}
+        self.sources.update({m: self._stream(m) for m in streams[1:]})
         self._device = device
         self._pipe = self._frames = None
         self._misses = 0
@@ -349,8 +340,10 @@ class RealSenseCamera(Sensor):
                 raise SensorGone(f"{wanted} connected (connected: {', '.join(serials) or 'none'})")
             if c.serial:
                 cfg.enable_device(c.serial)
-        cfg.enable_stream(rs.stream.depth, c.width, c.height, rs.format.z16, c.fps)
-        cfg.enable_stream(rs.stream.color, c.width, c.height, rs.format.rgb8, c.fps)
+        if "depth" in self.sizes:
+            cfg.enable_stream(rs.stream.depth, c.width, c.height, rs.format.z16, c.fps)
+        if "rgb" in self.sizes:
+            cfg.enable_stream(rs.stream.color, c.width, c.height, rs.format.rgb8, c.fps)
         return pipe, pipe.start(cfg), None
 
     def _open(self) -> None:
@@ -358,7 +351,7 @@ class RealSenseCamera(Sensor):
         pipe, profile, ended = self._start_pipeline(rs)
         c = self.config
         try:
-            self._frames = _Frames(rs, pipe, profile, self.out_size, c.align, c.filters, ended)
+            self._frames = _Pipeline(rs, pipe, profile, self.sizes, c.align, c.filters, ended)
         except Exception:
             pipe.stop()
             raise
@@ -372,15 +365,16 @@ class RealSenseCamera(Sensor):
         mean would follow every late burst. It restarts at each open, as a reset or replug restarts
         the device clock. (Drift between the two clocks is not followed within one open: tens of
         ppm, a few ms a minute.)"""
-        pair = self._frames.next(timeout_s)
-        if pair is None:
+        got = self._frames.next(timeout_s)
+        if got is None:
             return self._missed()
         self._misses = 0
-        t_device = pair.t_device_ms / 1000.0
-        self._offset = min(self._offset, pair.arrival - t_device)
+        t_device = got.t_device_ms / 1000.0
+        self._offset = min(self._offset, got.arrival - t_device)
         t = t_device + self._offset
-        self.depth._publish(pair.depth, t)
-        return pair.rgb, t
+        for view in self._views:
+            view._publish(got.frames[view.modality], t)
+        return got.frames[self.modality], t
 
     def _missed(self) -> None:
         """Users see "Frame didn't arrive" for a while and then either frames again or a camera that
@@ -420,19 +414,20 @@ class RealSensePlayback(RealSenseCamera):
     def __init__(
         self,
         path: str | Path,
-        config: RealSenseConfig = RealSenseConfig(),
+        config: RealSenseConfig,
+        sizes: dict[str, tuple[int, int]],
         real_time: bool = True,
         name: str = "realsense-playback",
         **kw,
     ):
-        super().__init__(config, name=name, **kw)
+        super().__init__(config, sizes, name=name, **kw)
         self.path, self.real_time = Path(path), real_time
         check_recording(import_realsense(), self.path)  # a wrong path is the user's to fix, not a device to retry
         self._ended = False
 
     def _start_pipeline(self, rs):
         self._ended = False
-        return _play(rs, self.path, self.real_time)
+        return _play(rs, self.path, self.real_time, tuple(self.sizes))
 
     def _capture(self, timeout_s: float):
         if self._ended:
@@ -470,36 +465,42 @@ class SoftwareCamera:
 
     def __init__(
         self,
-        width: int = WIDTH,
-        height: int = HEIGHT,
+        sizes: dict[str, tuple[int, int]],
         fps: int = 30,
         depth_units: float = 0.001,
         record_to: str | Path | None = None,
         serial: str = "edgefusion-software",
     ):
+        """``sizes``: stream ("rgb", "depth") -> (height, width) of its frames; only those streams exist."""
         rs = self._rs = import_realsense()
-        self.width, self.height = width, height
+        self.sizes = dict(sizes)
         self.device = rs.software_device()
         self.device.register_info(rs.camera_info.name, "edgefusion software camera")
         self.device.register_info(rs.camera_info.serial_number, serial)
-        self._sensors, self._profiles = [], []
-        for uid, (sensor_name, kind, fmt, bpp) in enumerate(
-            (("Stereo Module", rs.stream.depth, rs.format.z16, 2), ("RGB Camera", rs.stream.color, rs.format.rgb8, 3))
-        ):
+        self._sensors: dict[str, Any] = {}
+        self._profiles: dict[str, Any] = {}
+        layout: dict[str, tuple] = {
+            "depth": ("Stereo Module", rs.stream.depth, rs.format.z16, 2),
+            "rgb": ("RGB Camera", rs.stream.color, rs.format.rgb8, 3),
+        }
+        for uid, m in enumerate(m for m in ("depth", "rgb") if m in sizes):  # depth first: the SDK's depth sensor
+            sensor_name, kind, fmt, bpp = layout[m]
+            height, width = sizes[m]
             stream = rs.video_stream()
             stream.type, stream.index, stream.uid, stream.fmt, stream.bpp = kind, 0, uid, fmt, bpp
             stream.width, stream.height, stream.fps = width, height, fps
             stream.intrinsics = _intrinsics(rs, width, height)
             sensor = self.device.add_sensor(sensor_name)
-            self._sensors.append(sensor)
-            self._profiles.append(sensor.add_video_stream(stream).as_video_stream_profile())
-        # A depth-units option is what makes the SDK treat the first sensor as a depth sensor.
-        self._sensors[0].add_read_only_option(rs.option.depth_units, depth_units)
-        extrinsics = rs.extrinsics()
-        extrinsics.rotation, extrinsics.translation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], [0.0, 0, 0]
-        self._profiles[0].register_extrinsics_to(self._profiles[1], extrinsics)  # rs.align needs it
-        self.device.create_matcher(rs.matchers.dlr_c)
-        self._frame_numbers = [0, 0]  # depth, rgb
+            self._sensors[m] = sensor
+            self._profiles[m] = sensor.add_video_stream(stream).as_video_stream_profile()
+        if "depth" in sizes:  # a depth-units option is what makes the SDK treat a sensor as a depth sensor
+            self._sensors["depth"].add_read_only_option(rs.option.depth_units, depth_units)
+        if len(self._sensors) == 2:
+            extrinsics = rs.extrinsics()
+            extrinsics.rotation, extrinsics.translation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], [0.0, 0, 0]
+            self._profiles["depth"].register_extrinsics_to(self._profiles["rgb"], extrinsics)  # rs.align needs it
+            self.device.create_matcher(rs.matchers.dlr_c)
+        self._frame_numbers = dict.fromkeys(self._sensors, 0)
         self._recorder = None
         if record_to is not None:
             try:
@@ -508,39 +509,41 @@ class SoftwareCamera:
                 raise EdgefusionError(
                     f"{record_to}: cannot record there ({err}); this pyrealsense2 writes {recording_suffix()} files"
                 ) from err
-            for sensor, profile in zip(self._sensors, self._profiles):
-                sensor.open(profile)
+            for stream_name, sensor in self._sensors.items():
+                sensor.open(self._profiles[stream_name])
                 sensor.start(rs.frame_queue(1))  # someone must consume; the recorder has taken its copy
 
-    def feed(self, rgb: np.ndarray, depth: np.ndarray, t_ms: float) -> None:
-        """One frame pair: rgb uint8 (H, W, 3), depth uint16 (H, W) in depth units, both stamped
-        ``t_ms`` on the device's hardware clock."""
-        self.feed_stream("depth", depth, t_ms)
-        self.feed_stream("rgb", rgb, t_ms)
+    def feed(self, frames: dict[str, np.ndarray], t_ms: float) -> None:
+        """One moment: stream -> pixels (rgb uint8 (H, W, 3), depth uint16 (H, W) in depth units),
+        all stamped ``t_ms`` on the device's hardware clock; depth first, as a RealSense sends."""
+        for m in ("depth", "rgb"):
+            if m in frames:
+                self.feed_stream(m, frames[m], t_ms)
 
     def feed_stream(self, modality: str, pixels: np.ndarray, t_ms: float) -> None:
         """One frame of one stream ("rgb" or "depth"), with its own time: a session recording
         keeps each stream's frames as they came. Frame numbers count up from 0 per stream."""
-        rs, i = self._rs, ("depth", "rgb").index(modality)
+        rs = self._rs
+        height, width = self.sizes[modality]
         shape, dtype, bpp = (
-            ((self.height, self.width), np.uint16, 2) if i == 0 else ((self.height, self.width, 3), np.uint8, 3)
+            ((height, width), np.uint16, 2) if modality == "depth" else ((height, width, 3), np.uint8, 3)
         )
         if pixels.shape != shape or pixels.dtype != dtype:
             raise ValueError(f"expected {np.dtype(dtype).name} {shape}, got {pixels.dtype} {pixels.shape}")
         frame = rs.software_video_frame()
         frame.pixels = np.ascontiguousarray(pixels)  # copied by the SDK
-        frame.bpp, frame.stride = bpp, self.width * bpp
+        frame.bpp, frame.stride = bpp, width * bpp
         frame.timestamp, frame.domain = t_ms, rs.timestamp_domain.hardware_clock
-        frame.frame_number, frame.profile = self._frame_numbers[i], self._profiles[i]
-        self._sensors[i].on_video_frame(frame)
-        self._frame_numbers[i] += 1
+        frame.frame_number, frame.profile = self._frame_numbers[modality], self._profiles[modality]
+        self._sensors[modality].on_video_frame(frame)
+        self._frame_numbers[modality] += 1
 
     def close(self) -> None:
         """Stop the sensors started here and finish the recording: the SDK writes the file out
         only when the recorder object is destroyed, so this drops the last reference to it."""
         if self._recorder is None:
             return
-        for sensor in self._sensors:
+        for sensor in self._sensors.values():
             sensor.stop()
             sensor.close()
         self._recorder = None

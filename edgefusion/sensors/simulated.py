@@ -1,10 +1,12 @@
 """The simulated rig: the built-in task played live, each stream on its own thread and clock.
 
 A scenario changes the person's intent every few seconds (cues drawn as in the training data);
-the camera streams render it at 30 fps and the microphone streams the spoken word, repeated
-about once a second as a person repeating a command would, in 10 ms blocks at 16 kHz. Faults
-from a script (faults.py) act on the streams the way real devices misbehave. No hardware,
-system packages or torch are needed: this is the README's demo and the runtime's test rig.
+the camera streams render it and the microphone streams the spoken word, repeated about once a
+second as a person repeating a command would, in 10 ms blocks. The scenes are the built-in
+task's (48x64, 16 kHz); each stream delivers them as the bundle's modality asks: frames resized
+as a camera's are (``frames.Resample``), audio resampled with numpy, at the modality's rate and
+window. Faults from a script (faults.py) act on the streams the way real devices misbehave. No
+hardware, system packages or torch are needed: this is the README's demo and the runtime's test rig.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS, ModalitySpec
 from edgefusion.sensors.base import Sensor, SensorGone
 from edgefusion.sensors.faults import JUMP_S, Fault, active_fault
-from edgefusion.sensors.frames import depth_metres, depth_z16, pcm16, rgb8
+from edgefusion.sensors.frames import DEPTH_SCALE, Resample, depth_z16, pcm16, rgb8
 from edgefusion.sensors.microphone import MicrophoneSensor
 from edgefusion.task import GESTURES, N_SYMBOLS, OBJECTS, SAMPLE_RATE, WORDS, encode, style_probabilities
-from edgefusion.task.scenes import render_depth, render_rgb
+from edgefusion.task.scenes import HEIGHT, WIDTH, render_depth, render_rgb
 from edgefusion.task.speech import background_noise, synthesize_word
 
-CAMERA_FPS = 30.0
+BLOCK_S = 0.01  # audio per capture block, as a microphone's callback hands it over
 
 
 @dataclass(frozen=True)
@@ -105,21 +107,36 @@ class _Stream:
         return None if kind == "stall" else (t, kind)
 
 
-_QUANTIZE = {
-    "rgb": lambda x: rgb8(x).astype(np.float32),
-    "depth": lambda x: depth_metres(depth_z16(x)),
-    "audio": lambda x: pcm16(x).astype(np.float32),
-}
+class Deliver:
+    """A rendered scene (task size, float) as a device of the bundle's size delivers it: its
+    8-bit RGB or Z16 pixels resized as a camera's frames are (the driver's own resize)."""
+
+    def __init__(self, stream: str, size: tuple[int, int]):
+        self.stream, self.shape = stream, (3 if stream == "rgb" else 1, *size)
+        self._resample = Resample((HEIGHT, WIDTH), size)
+
+    def __call__(self, scene: np.ndarray) -> np.ndarray:
+        if self.stream == "rgb":
+            return self._resample.rgb(rgb8(np.moveaxis(scene, 0, -1)))
+        return self._resample.depth(depth_z16(scene[0]), np.float32(DEPTH_SCALE))
+
+    def pixels(self, scene: np.ndarray) -> np.ndarray:
+        """The device's own pixels at the bundle's size: RGB8 (H, W, 3) or Z16 (H, W)."""
+        frame = self(scene)
+        return rgb8(np.moveaxis(frame, 0, -1)) if self.stream == "rgb" else depth_z16(frame[0])
 
 
-def _apply(kind: str | None, modality: str, data: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """The fault on a new sample, then the device's quantization (see frames.py): a NaN fault
-    stands for a broken driver, so it alone delivers values no device could."""
-    if kind == "nan":
-        return np.full_like(data, np.nan)
+def _apply(kind: str | None, data: np.ndarray, rng: np.random.Generator, scale: float, deliver) -> np.ndarray:
+    """The fault on a new sample, then the device's quantization and size (see frames.py): a
+    NaN fault stands for a broken driver, so it alone delivers values no device could."""
     if kind == "noise":
         data = data + rng.standard_normal(data.shape).astype(np.float32) * scale
-    return _QUANTIZE[modality](data)
+    out = deliver(data)
+    return np.full_like(out, np.nan) if kind == "nan" else out
+
+
+def _audio(samples: np.ndarray) -> np.ndarray:
+    return pcm16(samples).astype(np.float32)
 
 
 class _SimulatedDevice(ABC):
@@ -152,10 +169,16 @@ class _SimulatedDevice(ABC):
 
 
 class SimulatedCamera(_SimulatedDevice, Sensor):
-    """One camera stream (rgb or depth) of the scenario at ``fps``."""
+    """One camera stream (rgb or depth) of the scenario at ``fps``, frames of ``size`` (h, w)."""
 
     def __init__(
-        self, modality: str, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), fps=CAMERA_FPS
+        self,
+        modality: str,
+        scenario: Scenario,
+        clock: RigClock,
+        faults: tuple[Fault, ...] = (),
+        fps: float = 30.0,
+        size: tuple[int, int] = (HEIGHT, WIDTH),
     ):
         self.modality = modality  # before the base class's init, which reads it
         super().__init__(f"sim-{modality}")
@@ -163,20 +186,33 @@ class SimulatedCamera(_SimulatedDevice, Sensor):
         self._stream = _Stream(modality, clock, faults, 1.0 / fps, catch_up=False)
         self._render = render_rgb if modality == "rgb" else render_depth
         self._names = OBJECTS if modality == "rgb" else GESTURES
+        self._deliver = Deliver(modality, size)
         self._frame = 0
 
     def _make(self, t: float, kind: str | None) -> np.ndarray:
         self._frame += 1
         segment = self.scenario.segment(self.clock.elapsed(t))
         _, cues = self.scenario.intent_and_cues(segment)
-        rng = np.random.default_rng([self.scenario.seed, segment, self._frame, MODALITIES.index(self.modality)])
+        rng = np.random.default_rng([self.scenario.seed, segment, self._frame, STREAMS.index(self.modality)])
         data = self._render(self._names[cues[self.modality]], rng)
-        return _apply(kind, self.modality, data, rng, 80.0 if self.modality == "rgb" else 1.5)
+        return _apply(kind, data, rng, 80.0 if self.modality == "rgb" else 1.5, self._deliver)
 
 
-def scenario_track(scenario: Scenario, segment: int) -> np.ndarray:
+def resample(track: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """A whole track at another sample rate, band-limited (its spectrum cut or zero-padded):
+    numpy only, so the simulated rig needs no resampling package. The track is taken as periodic,
+    which its segments (noise and words, faded at their ends) tolerate."""
+    if rate_in == rate_out:
+        return track
+    n_out = round(len(track) * rate_out / rate_in)
+    spectrum = np.fft.rfft(track)[: n_out // 2 + 1]
+    return (np.fft.irfft(spectrum, n_out) * (n_out / len(track))).astype(np.float32)
+
+
+def scenario_track(scenario: Scenario, segment: int, rate: int = SAMPLE_RATE) -> np.ndarray:
     """What the microphone hears during one segment: its word about once a second over room
-    noise, at a level drawn per segment (float32, 16-bit steps before quantization)."""
+    noise, at a level drawn per segment (float32, 16-bit steps before quantization), rendered at
+    the task's 16 kHz and delivered at ``rate``."""
     _, cues = scenario.intent_and_cues(segment)
     rng = np.random.default_rng([scenario.seed, segment, 7])
     n = int(scenario.segment_s * SAMPLE_RATE)
@@ -187,46 +223,61 @@ def scenario_track(scenario: Scenario, segment: int) -> np.ndarray:
         track[pos : pos + len(word)] += word[: n - pos]
         pos += len(word) + int(rng.uniform(0.45, 0.75) * SAMPLE_RATE)
     level = 10 ** (rng.uniform(-30, -3) / 20) * 32767 / (np.abs(track).max() + 1e-9)
-    return (track * level).astype(np.float32)
+    return resample((track * level).astype(np.float32), SAMPLE_RATE, rate)
 
 
 class SimulatedMicrophone(_SimulatedDevice, MicrophoneSensor):
-    """The scenario's speech: its word about once a second over room noise, in real time."""
+    """The scenario's speech: its word about once a second over room noise, in real time, at
+    ``sample_rate``, a window of ``window_s`` every ``hop_s``."""
 
-    def __init__(self, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...] = (), window_s: float = 1.0):
-        super().__init__("sim-audio", SAMPLE_RATE, window_s)
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: RigClock,
+        faults: tuple[Fault, ...] = (),
+        sample_rate: int = SAMPLE_RATE,
+        window_s: float = 1.0,
+        hop_s: float = 0.1,
+    ):
+        super().__init__("sim-audio", sample_rate, window_s, hop_s, block=max(1, round(BLOCK_S * sample_rate)))
         self.scenario, self.clock = scenario, clock
-        self._stream = _Stream("audio", clock, faults, self.block / SAMPLE_RATE, catch_up=True)
+        self._stream = _Stream("audio", clock, faults, self.block / sample_rate, catch_up=True)
         self._tracks: dict[int, np.ndarray] = {}
 
     def _track(self, segment: int) -> np.ndarray:
-        if segment not in self._tracks:
-            self._tracks = {segment: scenario_track(self.scenario, segment)}  # keep one segment only
+        if segment not in self._tracks:  # keep one segment only
+            self._tracks = {segment: scenario_track(self.scenario, segment, self.sample_rate)}
         return self._tracks[segment]
 
     def _make(self, t_end: float, kind: str | None) -> np.ndarray:
         rel = self.clock.elapsed(t_end) - self._stream.period  # the block's first sample
         segment = self.scenario.segment(rel)
-        start = int((rel - segment * self.scenario.segment_s) * SAMPLE_RATE)
+        start = int((rel - segment * self.scenario.segment_s) * self.sample_rate)
         block = self._track(segment)[start : start + self.block]
         if len(block) < self.block:
             block = np.pad(block, (0, self.block - len(block)))
         rng = np.random.default_rng([self.scenario.seed, int(t_end * 1000)])
-        return _apply(kind, "audio", block, rng, 20000.0)
+        return _apply(kind, block, rng, 20000.0, _audio)
 
 
 @dataclass(frozen=True)
 class SimulatedRig:
     scenario: Scenario
     clock: RigClock
-    sensors: dict[str, Sensor]
+    sensors: dict[str, Sensor]  # by stream: only those the bundle's modalities use
 
 
-def simulated_rig(seed: int = 0, faults: tuple[Fault, ...] = ()) -> SimulatedRig:
+def simulated_rig(specs: tuple[ModalitySpec, ...], seed: int = 0, faults: tuple[Fault, ...] = ()) -> SimulatedRig:
+    """The streams ``specs`` use, each at its modality's size, rate and window."""
     scenario, clock = Scenario(seed), RigClock()
-    sensors: dict[str, Sensor] = {
-        "rgb": SimulatedCamera("rgb", scenario, clock, faults),
-        "depth": SimulatedCamera("depth", scenario, clock, faults),
-        "audio": SimulatedMicrophone(scenario, clock, faults),
-    }
+    sensors: dict[str, Sensor] = {}
+    for spec in specs:
+        if spec.sensor == "audio":
+            assert spec.sample_rate is not None and spec.window_s is not None  # the manifest's check
+            sensors["audio"] = SimulatedMicrophone(
+                scenario, clock, faults, spec.sample_rate, spec.window_s, 1.0 / spec.rate_hz
+            )
+        else:
+            size = (spec.height, spec.width)
+            sensors[spec.sensor] = SimulatedCamera(spec.sensor, scenario, clock, faults, spec.rate_hz, size)
     return SimulatedRig(scenario, clock, sensors)

@@ -1,10 +1,11 @@
 """The virtual rig: the simulated scenario played through the real sensor libraries.
 
-The scenario's frames are fed, at 30 fps and stamped on the device's own clock, into an
-``rs.software_device`` that the RealSense driver reads like a USB camera (pipeline, matcher,
-align, timestamps, retries); the scenario's speech is played into a private PulseAudio null sink
-whose monitor the PortAudio driver captures. Everything downstream of the devices is the real
-code path, so this is where the drivers meet the runtime without hardware.
+The scenario's frames are fed, at the bundle's camera rate and size and stamped on the device's
+own clock, into an ``rs.software_device`` that the RealSense driver reads like a USB camera
+(pipeline, matcher, align, timestamps, retries); the scenario's speech is played, at the
+bundle's sample rate, into a private PulseAudio null sink whose monitor the PortAudio driver
+captures. Only the devices of the streams the bundle uses are made. Everything downstream of
+the devices is the real code path, so this is where the drivers meet the runtime without hardware.
 
 Faults act on the devices the way real ones fail: a camera ``stop`` or ``stall`` stops the frames
 (a USB camera that stops streaming), ``frozen`` repeats one frame, ``noise`` adds sensor noise,
@@ -24,12 +25,12 @@ import numpy as np
 
 from edgefusion import log
 from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import MODALITIES
-from edgefusion.sensors.faults import JUMP_S, Fault, active_fault, parse_faults
-from edgefusion.sensors.frames import depth_z16, rgb8
-from edgefusion.sensors.simulated import CAMERA_FPS, RigClock, Scenario, scenario_track
-from edgefusion.task import GESTURES, OBJECTS, SAMPLE_RATE
-from edgefusion.task.scenes import HEIGHT, WIDTH, render_depth, render_rgb
+from edgefusion.modalities import ModalitySpec
+from edgefusion.sensors.faults import JUMP_S, Fault, active_fault
+from edgefusion.sensors.frames import CAMERAS
+from edgefusion.sensors.simulated import BLOCK_S, Deliver, RigClock, Scenario, scenario_track
+from edgefusion.task import GESTURES, OBJECTS
+from edgefusion.task.scenes import render_depth, render_rgb
 
 DEVICE_CLOCK_OFFSET_S = 1234.5  # the software camera's clock is not the host's: the driver must map it
 CAMERA_FAULTS = ("stop", "stall", "frozen", "noise", "jump")
@@ -37,13 +38,14 @@ MICROPHONE_FAULTS = ("stop", "stall", "noise")
 
 
 class _CameraFeeder:
-    """Renders the scenario and feeds the software camera at its frame rate, on its own thread."""
+    """Renders the scenario and feeds the software camera its streams at ``fps``, on its own thread."""
 
-    def __init__(self, camera, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...]):
-        self.camera, self.scenario, self.clock, self.faults = camera, scenario, clock, faults
+    def __init__(self, camera, scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...], fps: float):
+        self.camera, self.scenario, self.clock, self.faults, self.fps = camera, scenario, clock, faults, fps
+        self._deliver = {m: Deliver(m, size) for m, size in camera.sizes.items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtual-camera", daemon=True)
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._last: dict[str, np.ndarray] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -53,21 +55,21 @@ class _CameraFeeder:
         if self._thread.is_alive():  # the rig may be closed without having started
             self._thread.join(timeout=2)
 
-    def _frame(self, t: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _frame(self, t: float, k: int) -> dict[str, np.ndarray]:
         segment = self.scenario.segment(t)
         _, cues = self.scenario.intent_and_cues(segment)
         rng = np.random.default_rng([self.scenario.seed, segment, k, 5])
-        rgb = render_rgb(OBJECTS[cues["rgb"]], rng)
-        depth = render_depth(GESTURES[cues["depth"]], rng)
-        kinds = {m: active_fault(self.faults, m, t) for m in ("rgb", "depth")}
-        if kinds["rgb"] == "noise":
-            rgb = rgb + rng.standard_normal(rgb.shape).astype(np.float32) * 80
-        if kinds["depth"] == "noise":
-            depth = depth + rng.standard_normal(depth.shape).astype(np.float32) * 1.5
-        return rgb8(np.moveaxis(rgb, 0, -1)), depth_z16(depth[0])
+        scenes = {"rgb": render_rgb(OBJECTS[cues["rgb"]], rng), "depth": render_depth(GESTURES[cues["depth"]], rng)}
+        out = {}
+        for m, deliver in self._deliver.items():
+            scene = scenes[m]
+            if active_fault(self.faults, m, t) == "noise":
+                scene = scene + rng.standard_normal(scene.shape).astype(np.float32) * (80 if m == "rgb" else 1.5)
+            out[m] = deliver.pixels(scene)
+        return out
 
     def _run(self) -> None:
-        period = 1.0 / CAMERA_FPS
+        period = 1.0 / self.fps
         next_t = time.monotonic()
         for k in itertools.count():
             if self._stop.wait(max(0.0, next_t - time.monotonic())):
@@ -76,24 +78,24 @@ class _CameraFeeder:
             next_t = max(next_t + period, now)  # late: drop the frame, as a camera does
             t = self.clock.elapsed(now)
             # One device, one stream of framesets: a fault on either camera stops both.
-            kinds = {active_fault(self.faults, m, t) for m in ("rgb", "depth")}
+            kinds = {active_fault(self.faults, m, t) for m in self._deliver}
             if kinds & {"stop", "stall"}:
                 continue
             if "frozen" not in kinds or self._last is None:
                 self._last = self._frame(t, k)
             jump = (JUMP_S if int(t * 2) % 2 else -JUMP_S) if "jump" in kinds else 0.0
-            self.camera.feed(*self._last, (now + DEVICE_CLOCK_OFFSET_S + jump) * 1000.0)
+            self.camera.feed(self._last, (now + DEVICE_CLOCK_OFFSET_S + jump) * 1000.0)
 
 
-def _speech(scenario: Scenario, clock: RigClock, faults: tuple[Fault, ...]):
-    """The scenario's audio from the rig's start, in 10 ms blocks, noise faults mixed in."""
-    block = SAMPLE_RATE // 100
+def _speech(scenario: Scenario, faults: tuple[Fault, ...], rate: int):
+    """The scenario's audio at ``rate`` from the rig's start, in 10 ms blocks, noise faults mixed in."""
+    block = max(1, round(BLOCK_S * rate))
     rng = np.random.default_rng([scenario.seed, 11])
     for segment in itertools.count():
-        track = scenario_track(scenario, segment)
+        track = scenario_track(scenario, segment, rate)
         for i in range(0, len(track), block):
             chunk = track[i : i + block]
-            t = segment * scenario.segment_s + i / SAMPLE_RATE
+            t = segment * scenario.segment_s + i / rate
             if active_fault(faults, "audio", t) == "noise":
                 chunk = chunk + rng.standard_normal(len(chunk)).astype(np.float32) * 20000
             yield chunk
@@ -155,54 +157,78 @@ class _MicrophoneDevice:
             log.notice("virtual microphone: sound server restarted")
 
 
-def virtual_rig(cfg, labels: tuple[str, ...]):
-    from edgefusion.rigs import Rig, scenario_truth
-    from edgefusion.sensors.pulse import PulseServer, Speaker
-    from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
-    from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig, SoftwareCamera
-
-    faults = parse_faults(cfg.source.faults)
+def check_faults(faults: tuple[Fault, ...]) -> None:
+    """The faults the virtual rig's devices can act out; the others are refused in one line."""
     bad = [
-        f"{f.modality}:{f.kind}"
+        f"{f.stream}:{f.kind}"
         for f in faults
-        if f.kind not in (MICROPHONE_FAULTS if f.modality == "audio" else CAMERA_FAULTS)
+        if f.kind not in (MICROPHONE_FAULTS if f.stream == "audio" else CAMERA_FAULTS)
     ]
     if bad:
         raise EdgefusionError(
             f"the virtual rig's devices cannot do {', '.join(bad)} (8- and 16-bit devices have no NaN); cameras "
             f"can {', '.join(CAMERA_FAULTS)}, the microphone {', '.join(MICROPHONE_FAULTS)}; or use the simulated rig"
         )
+
+
+def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...], faults: tuple[Fault, ...]):
+    """The devices of the streams ``specs`` use: a software RealSense with those camera streams
+    (at their sizes, fed at the first camera modality's rate), a sound server at the audio
+    modality's rate. ``faults`` are those of the streams used (``rigs.stream_faults``)."""
+    from edgefusion.rigs import Rig, scenario_truth
+
+    check_faults(faults)
     scenario, clock = Scenario(cfg.source.seed), RigClock()
-    software = SoftwareCamera(WIDTH, HEIGHT, int(CAMERA_FPS))
-    # No align: the software camera's two streams coincide, and align would only punch holes.
-    mode = RealSenseConfig(width=WIDTH, height=HEIGHT, fps=int(CAMERA_FPS), align=False)
-    camera = RealSenseCamera(mode, device=software.device)
-    server = PulseServer().start()
-    try:
-        mic = PyAudioMicrophone(MicrophoneConfig())  # the server makes its sink's monitor the default input
-    except BaseException:
-        server.stop()
-        raise
-    sensors = {"rgb": camera, "depth": camera.depth, "audio": mic}
-    for m in MODALITIES:
-        sensors[m].offset_s = cfg.sensors[m].offset_ms / 1000
-    feeder = _CameraFeeder(software, scenario, clock, faults)
-    speaker = Speaker(server, _speech(scenario, clock, faults))
-    mic_device = _MicrophoneDevice(server, clock, faults)
+    by_stream = {s.sensor: s for s in specs}
+    sensors: dict = {}
+    parts: list = []  # started in this order, stopped in the reverse
+    server = None
+    cameras = [by_stream[m] for m in CAMERAS if m in by_stream]
+    if cameras:
+        from edgefusion.sensors.realsense import RealSenseCamera, RealSenseConfig, SoftwareCamera
+
+        sizes = {s.sensor: (s.height, s.width) for s in cameras}
+        fps = cameras[0].rate_hz
+        software = SoftwareCamera(sizes, max(1, round(fps)))
+        # No align: the software camera's two streams coincide, and align would only punch holes.
+        # The mode is the first stream's; the driver resizes the other's frames to its own size.
+        height, width = sizes[cameras[0].sensor]
+        mode = RealSenseConfig(width=width, height=height, fps=max(1, round(fps)), align=False)
+        camera = RealSenseCamera(mode, sizes, device=software.device)
+        sensors.update(camera.sources)
+        parts.append(_CameraFeeder(software, scenario, clock, faults, fps))
+    if "audio" in by_stream:
+        from edgefusion.sensors.pulse import PulseServer, Speaker
+        from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
+
+        audio = by_stream["audio"]
+        assert audio.sample_rate is not None and audio.window_s is not None  # the manifest's check
+        server = PulseServer(rate=audio.sample_rate).start()
+        try:  # the server makes its sink's monitor the default input, at its rate
+            sensors["audio"] = PyAudioMicrophone(
+                MicrophoneConfig(), audio.sample_rate, audio.window_s, 1.0 / audio.rate_hz
+            )
+        except BaseException:
+            server.stop()
+            raise
+        parts.append(Speaker(server, _speech(scenario, faults, audio.sample_rate)))
+        parts.append(_MicrophoneDevice(server, clock, faults))
+    for m, sensor in sensors.items():
+        sensor.offset_s = cfg.sensors[m].offset_ms / 1000
 
     def start() -> float:
         t0 = clock.start()
-        feeder.start()
-        speaker.start()
-        mic_device.start()
+        for part in parts:
+            part.start()
         return t0
 
     def close() -> None:
         try:
-            for part in (mic_device, feeder, speaker):
+            for part in reversed(parts):
                 part.stop()
         finally:  # the sound server is a process of its own: never left behind
-            server.stop()
+            if server is not None:
+                server.stop()
 
     facts = {"source": "virtual", "seed": cfg.source.seed, "faults": cfg.source.faults}
     return Rig("virtual", sensors, start, scenario_truth(scenario, labels), close, facts=facts)

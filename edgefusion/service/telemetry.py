@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from edgefusion import log
+from edgefusion.errors import ConfigError
 
 
 @dataclass
@@ -120,8 +121,6 @@ class ThermalPolicy:
     throttled_hz: float = 15.0
 
     def check(self, at: str) -> None:
-        from edgefusion.config import ConfigError  # here: the config module imports this one
-
         if not self.resume_c < self.throttle_c:
             raise ConfigError(f"{at}: resume_c must be below throttle_c (a hysteresis), got {self.resume_c:g}")
         if not 0 < self.throttled_hz <= 1000:

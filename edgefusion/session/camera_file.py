@@ -1,4 +1,4 @@
-"""A session's camera frames as a RealSense recording (RGB8 + Z16 at the model's size).
+"""A session's camera frames as a RealSense recording (RGB8 and/or Z16, each at the model's size).
 
 Written through an ``rs.software_device`` wrapped in ``rs.recorder``, one frame per stream as
 each arrives, so RGB and depth keep their own times: each frame's timestamp is its time on the
@@ -18,14 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.errors import SessionError
-from edgefusion.sensors.frames import DEPTH_SCALE, depth_z16, rgb8
-from edgefusion.sensors.realsense import (
-    SoftwareCamera,
-    _Resample,
-    check_recording,
-    import_realsense,
-    recording_suffix,
-)
+from edgefusion.sensors.frames import DEPTH_SCALE, Resample, depth_z16, rgb8
+from edgefusion.sensors.realsense import SoftwareCamera, check_recording, import_realsense, recording_suffix
 from edgefusion.session.files import check_readable, is_present
 
 CAMERA_STEM = "camera"
@@ -43,11 +37,11 @@ def find_camera_file(root: Path) -> Path | None:
 
 
 class CameraFileWriter:
-    """Frames in (the model's float format), a RealSense recording out; ``close`` finalises it."""
+    """Frames in (the model's float format), a RealSense recording out; ``close`` finalises it.
+    ``sizes``: stream -> (height, width), the streams recorded."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: int = 30):
-        h, w = size
-        self._camera = SoftwareCamera(w, h, fps, depth_units=DEPTH_SCALE, record_to=path)
+    def __init__(self, path: Path, sizes: dict[str, tuple[int, int]], fps: int = 30):
+        self._camera = SoftwareCamera(sizes, fps, depth_units=DEPTH_SCALE, record_to=path)
 
     def write(self, modality: str, frame: np.ndarray, t: float) -> None:
         pixels = rgb8(np.moveaxis(frame, 0, -1)) if modality == "rgb" else depth_z16(frame[0])
@@ -58,13 +52,14 @@ class CameraFileWriter:
 
 
 def read_camera_file(
-    path: Path, out_size: tuple[int, int] | None = None, stall_s: float = 10.0
+    path: Path, sizes: dict[str, tuple[int, int]] | None = None, stall_s: float = 10.0
 ) -> dict[str, list[tuple[float, np.ndarray]]]:
     """Every frame of each stream once, in the model's format, with its recorded time (s).
 
-    ``out_size`` (h, w) brings frames of another size to the model's (a recording made by the
-    SDK's tools, at the camera's resolution) as the live driver does, converted as each frame
-    arrives so that a long full-resolution file is never held whole; None keeps the recorded size.
+    ``sizes`` (stream -> (h, w)) brings frames of another size to the model's (a recording made
+    by the SDK's tools at the camera's resolution, a session recorded for another bundle) as the
+    live driver does, converted as each frame arrives so that a long full-resolution file is
+    never held whole; a stream not in it keeps its recorded size, and None keeps every one's.
 
     Read from the playback device's sensors, not through a pipeline: a pipeline's syncer holds
     a stream's last frame back waiting for a partner, and at the end of the file it is lost.
@@ -86,7 +81,7 @@ def read_camera_file(
             return
         try:
             if modality not in converters:
-                converters[modality] = _Converter(rs, f, out_size, scale)
+                converters[modality] = _Converter(rs, f, (sizes or {}).get(modality), scale)
             model_frame = converters[modality](f)
         except SessionError as err:  # said once the playback is over: this is an SDK thread
             failures.append(f"{path}: {err}")
@@ -148,7 +143,7 @@ class _Converter:
         self.unpack: Unpack = unpack[0]
         self.to_rgb: ToRgb = unpack[1]
         self.scale = np.float32(scale)
-        self.resample = _Resample((self.h, self.w), out_size or (self.h, self.w))
+        self.resample = Resample((self.h, self.w), out_size or (self.h, self.w))
 
     def __call__(self, f) -> np.ndarray:
         """A new array: nothing of the SDK's frame memory, which it recycles, is kept."""

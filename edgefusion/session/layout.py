@@ -11,12 +11,12 @@ import numpy as np
 import orjson
 
 from edgefusion.errors import EdgefusionError, SessionError
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS, ModalitySpec
 from edgefusion.sensors.base import SensorState
+from edgefusion.sensors.frames import CAMERAS
 from edgefusion.session.camera_file import CameraFileWriter, camera_file_name, find_camera_file, read_camera_file
 from edgefusion.session.files import is_present, read_bytes
-from edgefusion.session.wav import read_wav
-from edgefusion.task import AUDIO_WINDOW_S
+from edgefusion.session.wav import read_wav, to_rate
 
 SESSION_FORMAT = "edgefusion-session/1"
 AUDIO_FILE = "audio.wav"
@@ -28,6 +28,10 @@ SESSION_FILE = "session.json"
 MAX_GAP_S = 60.0
 SAMPLE_RATES = (1000, 384_000)  # Hz: what any microphone delivers
 MAX_OFFSET_MS = 10_000  # as [sensors.*] offset_ms
+MAX_WINDOW_S = 10.0  # as a bundle's audio window_s
+# Sessions recorded before the start event said its window (and its streams) were the demo's:
+# 1 s windows of all three streams.
+RECORDED_WINDOW_S = 1.0
 DAMAGED_LOG = "the event log is damaged: repair that line or record the session again"
 ORDERED_WITH_TICKS = ("tick", "label", "state")  # written in time order by the recorder's result sink
 
@@ -51,9 +55,9 @@ class Session:
     facts: dict  # the start event: format, sample rate, source, bundle...
     frames: dict[str, list[tuple[float, np.ndarray]]]  # rgb, depth: (t, float32 frame), in time order
     windows: list[tuple[float, np.ndarray]]  # (t, float32 audio window), in time order
-    audio: np.ndarray | None = None  # all of audio.wav, float32 in 16-bit steps
+    audio: np.ndarray | None = None  # all of audio.wav, float32 in 16-bit steps, at facts["sample_rate"]
     window_ends: list[int] = field(default_factory=list)  # the sample of ``audio`` each window ends at
-    states: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # modality → (t, state) changes
+    states: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # stream → (t, state) changes
     labels: list[tuple[float, str]] = field(default_factory=list)  # (t, intent from then on)
     ticks: list[dict] = field(default_factory=list)  # the recorded run's results (t, label, probs, present)
     warnings: list[str] = field(default_factory=list)  # what was cut short, said once
@@ -80,20 +84,26 @@ class Session:
 
 
 def load_session(
-    root: str | Path, window_s: float = AUDIO_WINDOW_S, offsets_ms: dict[str, float] | None = None
+    root: str | Path, specs: tuple[ModalitySpec, ...] | None = None, offsets_ms: dict[str, float] | None = None
 ) -> Session:
     """Everything a replay needs, in memory. A session may lack the camera or the audio (those
-    modalities replay as absent); it may not lack its event log, which holds the times.
+    streams replay as absent); it may not lack its event log, which holds the times.
+
+    ``specs`` (a bundle's modalities) brings every stream to the size and rate of the modality it
+    feeds: frames resized as the live driver resizes them, audio resampled with soxr, windows of
+    the modality's length ending where the recorded ones end. A stream a modality needs that the
+    recording lacks replays as absent throughout, said in ``warnings``. None keeps what was
+    recorded.
 
     A folder without an event log that holds a RealSense recording and/or a WAV (made by other
     tools), or such a file itself, is read as a recording (``foreign.load_recording``), its
-    modalities shifted by ``offsets_ms``; a session's own times already include its offsets."""
+    streams shifted by ``offsets_ms``; a session's own times already include its offsets."""
     root = Path(root)
     if not root.is_dir():
         if root.is_file():
             from edgefusion.session.foreign import load_recording
 
-            return load_recording(root, window_s, offsets_ms or {})
+            return load_recording(root, specs, offsets_ms or {})
         raise SessionError(f"{root}: no such session folder (record one with `edgefusion record --out DIR`)")
     complete = is_present(root / SESSION_FILE)
     if not is_present(root / EVENTS_FILE):
@@ -101,7 +111,7 @@ def load_session(
             raise SessionError(f"{root / EVENTS_FILE}: missing, though {SESSION_FILE} is there; the session is damaged")
         from edgefusion.session.foreign import load_recording
 
-        return load_recording(root, window_s, offsets_ms or {})
+        return load_recording(root, specs, offsets_ms or {})
     if complete:
         _check_summary(root / SESSION_FILE)
     lines = _read_events(root / EVENTS_FILE, complete)
@@ -115,30 +125,83 @@ def load_session(
             f"{start.at}: session format {reprlib.repr(start.event.get('format'))} (the start event's 'format'), "
             f"this edgefusion reads {SESSION_FORMAT!r}; replay it with the version that recorded it"
         )
-    rate = start.integer("sample_rate", *SAMPLE_RATES)
+    streams = _recorded_streams(start)
+    # A session without audio has no rate: its windows (none) are one sample long.
+    rate = start.integer("sample_rate", *SAMPLE_RATES) if "audio" in streams else 1
+    window_s = RECORDED_WINDOW_S
+    if "window_s" in start.event:
+        window_s = start.number("window_s", start.event, 1 / rate, MAX_WINDOW_S, key="window_s")
     offsets = start.field("offsets_ms", dict, optional=True) or {}
     for m in offsets:
-        start.number(f"offsets_ms.{m}", offsets, -MAX_OFFSET_MS, MAX_OFFSET_MS, key=m, keys=MODALITIES)
-    session = Session(root, complete, start.event, {"rgb": [], "depth": []}, [])
+        start.number(f"offsets_ms.{m}", offsets, -MAX_OFFSET_MS, MAX_OFFSET_MS, key=m, keys=STREAMS)
+    session = Session(root, complete, start.event, {m: [] for m in CAMERAS if m in streams}, [])
     if not complete:
         session.warnings.append(f"{root}: incomplete session (no {SESSION_FILE}: the recorder was cut short)")
 
     camera = find_camera_file(root)
     if camera is not None:
         try:
-            session.frames.update(read_camera_file(camera))
+            recorded = read_camera_file(camera, camera_sizes(specs))
         except EdgefusionError as err:
             if complete:
                 raise
             # Cut short with the recorder: the rest of the session still replays, camera absent.
             session.warnings.append(f"{err}; the camera replays as absent")
+        else:
+            session.frames.update({m: f for m, f in recorded.items() if m in session.frames})
 
-    session.audio = _read_audio(root / AUDIO_FILE, start, complete, session.warnings)
-    _read_log(session, lines, int(round(window_s * rate)))
+    session.audio = _read_audio(root / AUDIO_FILE, start, complete, session.warnings) if "audio" in streams else None
+    _read_log(session, lines, int(round(window_s * rate)), streams)
+    if specs is not None:
+        _fit_audio(session, specs, root / AUDIO_FILE, rate)
+        _say_missing(session, specs, streams)
     return session
 
 
-def _read_log(session: Session, lines: list[_Line], window: int) -> None:
+def camera_sizes(specs: tuple[ModalitySpec, ...] | None) -> dict[str, tuple[int, int]] | None:
+    """Stream → the (h, w) its modality takes, for the camera streams of ``specs`` (None: as recorded)."""
+    return None if specs is None else {s.sensor: (s.height, s.width) for s in specs if s.sensor in CAMERAS}
+
+
+def _recorded_streams(start: _Line) -> tuple[str, ...]:
+    """The streams the session's rig delivered (every one, in a session from before this was said)."""
+    if "streams" not in start.event:
+        return STREAMS
+    streams = start.event["streams"]
+    if not isinstance(streams, list) or not all(isinstance(m, str) and m in STREAMS for m in streams):
+        raise start.fail("streams", f"is not a list of {', '.join(STREAMS)}", streams)
+    return tuple(m for m in STREAMS if m in streams)
+
+
+def _fit_audio(session: Session, specs: tuple[ModalitySpec, ...], path: Path, rate: int) -> None:
+    """The windows at the audio modality's rate and length, ending where the recorded ones end
+    (a window that would reach before the first sample of audio.wav is left out)."""
+    spec = next((s for s in specs if s.sensor == "audio"), None)
+    if spec is None or session.audio is None or spec.sample_rate is None:
+        return
+    window = spec.samples
+    if spec.sample_rate == rate and all(len(w) == window for _, w in session.windows):
+        return
+    audio = to_rate(path, session.audio, rate, spec.sample_rate)
+    windows, ends = [], []
+    for (t, _), end in zip(session.windows, session.window_ends):
+        end = min(round(end * spec.sample_rate / rate), len(audio))
+        if end >= window:
+            windows.append((t, audio[end - window : end]))
+            ends.append(end)
+    session.facts = {**session.facts, "sample_rate": spec.sample_rate, "recorded_sample_rate": rate}
+    session.audio, session.windows, session.window_ends = audio, windows, ends
+
+
+def _say_missing(session: Session, specs: tuple[ModalitySpec, ...], streams: tuple[str, ...]) -> None:
+    for spec in specs:
+        if spec.sensor not in streams:
+            session.warnings.append(
+                f"{session.root}: no {spec.sensor} stream was recorded; modality {spec.name!r} replays as absent"
+            )
+
+
+def _read_log(session: Session, lines: list[_Line], window: int, streams: tuple[str, ...]) -> None:
     """Each event's fields checked as they are taken in: a damaged one is named by file:line."""
     audio = session.audio
     latest = {"window": -math.inf, "tick, label or state": -math.inf, "end": window - 1}
@@ -168,7 +231,7 @@ def _read_log(session: Session, lines: list[_Line], window: int) -> None:
             session.windows.append((t, audio[end - window : end]))
             session.window_ends.append(end)
         elif kind == "state":
-            modality = line.choice("modality", MODALITIES)
+            modality = line.choice("modality", STREAMS)
             state = line.choice("state", tuple(s.value for s in SensorState))
             session.states.setdefault(modality, []).append((t, state))
         elif kind == "label":
@@ -177,7 +240,7 @@ def _read_log(session: Session, lines: list[_Line], window: int) -> None:
         elif kind == "tick":
             if "sample_t" in line.event:
                 sample_t = line.field("sample_t", dict)
-                for m in MODALITIES:
+                for m in streams:
                     line.number(f"sample_t.{m}", sample_t, -math.inf, math.inf, key=m, optional=True)
             session.ticks.append(line.event)
 

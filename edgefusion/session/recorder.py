@@ -20,10 +20,10 @@ import orjson
 
 from edgefusion.atomic import atomic_write
 from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import ModalitySpec
 from edgefusion.rigs import Truth
 from edgefusion.sensors.base import SampleSource
-from edgefusion.sensors.frames import pcm16
+from edgefusion.sensors.frames import CAMERAS, pcm16
 from edgefusion.sensors.microphone import MicrophoneSensor
 from edgefusion.session.layout import (
     AUDIO_FILE,
@@ -37,19 +37,25 @@ from edgefusion.sinks import Sink
 
 
 class SessionRecorder:
-    """Attach to a rig's sensors before they connect; ``close`` after they disconnect."""
+    """Attach to a rig's sensors before they connect; ``close`` after they disconnect.
+
+    Each stream is recorded as the bundle's modality it feeds takes it (``specs``: frames at
+    its size, audio at its rate, windows of its length); the start event says which streams,
+    the rate and the window, and each modality's name, stream and shape. Result lines (keyed
+    by modality name) are kept keyed by stream, as everything else in a session is."""
 
     def __init__(
         self,
         out: str | Path,
         sensors: dict[str, SampleSource],
-        sample_rate: int,
+        specs: tuple[ModalitySpec, ...],
         facts: dict,
         truth: Truth | None = None,
         label: str | None = None,
     ):
-        """``truth`` (a rig that knows what the person means) or ``label`` (one intent for the
-        whole session, said by whoever records it) become the session's label events."""
+        """``sensors``: the rig's, by stream. ``truth`` (a rig that knows what the person means)
+        or ``label`` (one intent for the whole session, said by whoever records it) become the
+        session's label events."""
         self.out = Path(out)
         try:
             used = self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir()))
@@ -57,19 +63,29 @@ class SessionRecorder:
             raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
         if used:
             raise EdgefusionError(f"{self.out} already exists and is not an empty folder: record into a new folder")
+        self.sensors = sensors
+        used = [s for s in specs if s.sensor in sensors]
+        audio = next((s for s in used if s.sensor == "audio"), None)
+        self.sample_rate = audio.sample_rate if audio is not None else None
+        self._sizes = {s.sensor: (s.height, s.width) for s in used if s.sensor in CAMERAS}
         # The camera file needs pyrealsense2 (camera_file_name asks the SDK which format it writes):
         # without it, say so here, before the rig starts and anything is written.
         try:
-            self._camera_path = self.out / camera_file_name()
+            self._camera_path = self.out / camera_file_name() if self._sizes else None
         except EdgefusionError as err:
             raise EdgefusionError(f"record writes the camera as a RealSense recording: {err}") from None
-        self.sensors = sensors
-        self.sample_rate = sample_rate
-        self.facts = facts
+        self._stream_of = {s.name: s.sensor for s in used}
+        self.facts = {
+            **facts,
+            "streams": [s.sensor for s in used],
+            "modalities": [{"name": s.name, "sensor": s.sensor, "shape": list(s.shape)} for s in used],
+        }
+        if audio is not None:
+            self.facts.update(sample_rate=audio.sample_rate, window_s=audio.window_s)
         self.truth, self.label = truth, label
         self.t0 = 0.0
         self.dropped = 0  # samples the writer could not keep up with (counted in session.json)
-        self.written = dict.fromkeys(MODALITIES, 0)
+        self.written = dict.fromkeys(sensors, 0)
         self._queue: queue.Queue = queue.Queue(maxsize=1024)
         self._thread = threading.Thread(target=self._write_loop, name="session-recorder", daemon=True)
         # Counted on the microphone's capture thread, in the order it hands blocks and windows
@@ -91,7 +107,7 @@ class SessionRecorder:
             self._events = open(self.out / EVENTS_FILE, "wb", buffering=0)  # noqa: SIM115 (closed in close())
         except OSError as err:
             raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
-        self.event("start", t0, format=SESSION_FORMAT, sample_rate=self.sample_rate, **self.facts)
+        self.event("start", t0, format=SESSION_FORMAT, **self.facts)
         for m, sensor in self.sensors.items():
             sensor.on_sample = self._tap(m)
             if isinstance(sensor, MicrophoneSensor):
@@ -149,7 +165,8 @@ class SessionRecorder:
         elif kind == "frame":
             _, modality, data, t = item
             if self._camera is None:
-                self._camera = CameraFileWriter(self._camera_path, data.shape[-2:])
+                assert self._camera_path is not None  # frames come only from the camera streams recorded
+                self._camera = CameraFileWriter(self._camera_path, self._sizes)
             self._camera.write(modality, data, t)
             self.written[modality] += 1
         elif kind == "block":
@@ -157,6 +174,7 @@ class SessionRecorder:
                 self._wav = wave.open(str(self.out / AUDIO_FILE), "wb")  # noqa: SIM115 (closed in close())
                 self._wav.setnchannels(1)
                 self._wav.setsampwidth(2)
+                assert self.sample_rate is not None  # blocks come only from the microphone recorded
                 self._wav.setframerate(self.sample_rate)
             self._wav.writeframes(pcm16(item[1]).tobytes())  # rewrites the header's sizes each time
         elif kind == "window":
@@ -203,12 +221,15 @@ class _TickSink(Sink):
         if label != self._label:
             self._label = label
             rec.event("label", t, label=label)
-        for m, state in result["sensors"].items():
+        stream = rec._stream_of
+        for name, state in result["sensors"].items():
+            m = stream[name]
             if self._states.get(m) != state:
                 self._states[m] = state
                 rec.event("state", t, modality=m, state=state)
-        fields = {k: result[k] for k in ("label", "probs", "present", "sample_t")}
-        rec.event("tick", t, **fields)
+        fields = {k: result[k] for k in ("label", "probs", "present")}
+        sample_t = {stream[name]: v for name, v in result["sample_t"].items()}
+        rec.event("tick", t, sample_t=sample_t, **fields)
 
     def close(self) -> None:
         pass

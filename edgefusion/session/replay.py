@@ -1,4 +1,4 @@
-"""Replaying a session: each modality's recorded samples handed out at their recorded times.
+"""Replaying a session: each stream's recorded samples handed out at their recorded times.
 
 A replay source needs no thread: the newest sample at a tick is found by time. ``shift`` maps
 recorded times onto the runtime's clock: 0 replays on the recorded clock (ticks driven at the
@@ -15,13 +15,13 @@ from collections import Counter
 import numpy as np
 
 from edgefusion.loop import Runtime, TickResult
-from edgefusion.modalities import MODALITIES
+from edgefusion.modalities import STREAMS, ModalitySpec
 from edgefusion.sensors.base import Sample, SensorState, _as_seen
 from edgefusion.session.layout import Session
 
 
 class ReplaySource:
-    """One modality of a session, as a SampleSource."""
+    """One stream of a session, as a SampleSource."""
 
     dropped: dict[str, int] = {}  # nothing is checked again: these samples were checked live
 
@@ -85,9 +85,12 @@ class ReplaySource:
         return self.poll(max_age_s, now)[1:]
 
 
-def replay_sources(session: Session) -> dict[str, ReplaySource]:
+def replay_sources(session: Session, specs: tuple[ModalitySpec, ...] | None = None) -> dict[str, ReplaySource]:
+    """A source per stream the bundle's modalities use (None: every stream); one the session
+    lacks is there, FAILED throughout ("not in this recording")."""
     samples = {**session.frames, "audio": session.windows}
-    return {m: ReplaySource(m, samples.get(m, []), session.states.get(m, [])) for m in MODALITIES}
+    streams = STREAMS if specs is None else tuple(s.sensor for s in specs)
+    return {m: ReplaySource(m, samples.get(m, []), session.states.get(m, [])) for m in streams}
 
 
 def recorded_ticks(session: Session, tick_hz: float) -> list[dict]:
@@ -104,7 +107,7 @@ def recorded_ticks(session: Session, tick_hz: float) -> list[dict]:
 def replay_tick(runtime: Runtime, sources: dict[str, ReplaySource], tick: dict) -> TickResult:
     """Re-run one recorded tick (its time, the samples it used) on ``runtime``, whose sensors
     are ``sources`` on the recorded clock (shift 0)."""
-    if "sample_t" in tick:
+    if "sample_t" in tick:  # by stream (the recorder's); a stream the session lacks has none
         for m, source in sources.items():
-            source.pin(tick["sample_t"][m])
+            source.pin(tick["sample_t"].get(m))
     return runtime.tick(tick["t"])

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefusion.errors import SessionError
+from edgefusion.errors import EdgefusionError, SessionError
+from edgefusion.sensors.frames import pcm16
 
 PCM, IEEE_FLOAT, EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 
@@ -89,3 +90,18 @@ def _to_steps(raw: np.ndarray, tag: int, bits: int) -> np.ndarray:
     if bits == 16:
         return raw.view("<i2").astype(np.float32)
     return (raw.view("<i4") / 65536.0).astype(np.float32)
+
+
+def to_rate(path: Path, mono: np.ndarray, rate: int, model_rate: int) -> np.ndarray:
+    """Mono audio of ``path`` at the model's rate, in whole 16-bit steps: resampled with soxr
+    (band-limited) where the rates differ, which needs soxr installed."""
+    if rate != model_rate and len(mono):
+        try:
+            import soxr
+        except ImportError as err:
+            raise EdgefusionError(
+                f"{path}: {rate} Hz audio needs soxr to resample to the bundle's {model_rate} Hz ({err}): "
+                "pip install 'edgefusion[sensors]'"
+            ) from err
+        mono = soxr.resample(mono, rate, model_rate, quality="HQ")
+    return pcm16(mono).astype(np.float32)
