@@ -38,9 +38,7 @@ def _ort_logits(onnx_dir, kind: str, precision: str, data: TaskBatch) -> dict[st
     graphs["head"] = float_dir / "head.onnx"
     with np.load(float_dir / "absent.npz") as z:
         absent = {m: z[m] for m in MODALITIES}
-    runner = SplitRunner(graphs, absent)
-    proj = runner.projections(data)
-    return {pattern_name(MODALITIES, p): runner.logits(proj, p) for p in all_patterns(len(MODALITIES))}
+    return SplitRunner(graphs, absent).logits_by_pattern(data)
 
 
 def full_scale_audio(n: int = SAMPLE_RATE * int(AUDIO_WINDOW_S)) -> np.ndarray:
