@@ -294,6 +294,7 @@ def bundle_contents(
                 if calib
                 else {"random_samples": 2}
             ),
+            "measured_by": "the bundle's own graphs in ONNX Runtime (CPU), split as the robot runs them",
             "by_precision": measured.get("by_precision", {}),
             "agreement_with_fp32": measured["agreement_with_fp32"],
             "checks": measured["checks"],

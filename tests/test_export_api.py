@@ -197,6 +197,17 @@ class _SevenWide(torch.nn.Module):
         return x[:, :7]
 
 
+class _FixedBatch(torch.nn.Module):
+    """Traces at batch 2 and bakes the 2 in: fine in PyTorch, broken on the robot."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = torch.nn.Linear(8000, 16)
+
+    def forward(self, x):
+        return self.out(x.reshape(2, 8000))
+
+
 def test_refusals_are_one_line(tmp_path):
     hard = user.make_model(user.DepthNet(act=torch.nn.Hardswish()))
     msg = _refusal(tmp_path, model=hard)
@@ -205,6 +216,9 @@ def test_refusals_are_one_line(tmp_path):
     wrong.encoders["mic"] = _SevenWide()
     msg = _refusal(tmp_path, model=wrong)
     assert "encoder 'mic' gives (2, 7)" in msg and "(N, dims['mic']) = (2, 16)" in msg, msg
+    fixed = user.make_model()
+    fixed.encoders["mic"] = _FixedBatch()
+    assert "encoder 'mic' exported for one batch size only (batch 1 fails" in _refusal(tmp_path, model=fixed)
     flat = user.make_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96 * 128, 24)))
     msg = _refusal(tmp_path, model=flat, modalities={**user.MODALITIES, "range": Modality.depth(height=48, width=64)})
     assert "encoder 'range' fails on its declared input (float32 of shape (2, 1, 48, 64)): mat1 and mat2" in msg, msg
