@@ -30,7 +30,7 @@ MAX_WINDOW_S = 10.0
 MAX_RATE_HZ = 1000.0
 CAMERA_HZ, AUDIO_WINDOWS_HZ = 30, 10
 
-_DELIVERED = {
+_DELIVERED: dict[str, dict[str, Any]] = {
     "rgb": {"source": "color stream, RGB order", "layout": "NCHW", "values": "0..255 as float32"},
     "depth": {"source": "depth aligned to the color stream", "units": "metres", "invalid": 0.0, "layout": "NCHW"},
     "audio": {

@@ -59,7 +59,9 @@ def near_chance_warning(complete: float, n_classes: int) -> str | None:
     )
 
 
-def _check_request(model, labels, modalities, precisions, calibration) -> None:
+def _check_request(model, labels, modalities, precisions, calibration, name) -> None:
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable()):
+        raise EdgefusionError(f"name {name!r}: give a bundle name of 1 to 100 printable characters")
     if not isinstance(model, LowRankFusion):
         raise EdgefusionError(f"model is a {type(model).__name__}; export a edgefusion.export.LowRankFusion")
     if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
@@ -229,6 +231,92 @@ def _measure(graphs: dict, names: tuple[str, ...], data: dict, labels: np.ndarra
     return result
 
 
+def _export_graphs(
+    fp32: LowRankFusion,
+    tmp: Path,
+    examples: Mapping[str, torch.Tensor],
+    specs: Mapping[str, Modality],
+    precisions: tuple[str, ...],
+    kept: tuple[str, ...],
+    calib: CalibrationSet | None,
+) -> dict[str, dict[str, Path]]:
+    """precision → graph (a modality, "head", "monolithic") or "absent" → its file under ``tmp``."""
+    graphs = {"fp32": export_split(fp32, tmp / "fp32", examples, monolithic=True)}
+    _check_dynamic_batch(graphs["fp32"], specs)
+    if "fp16" in precisions:
+        graphs["fp16"] = export_split(to_half(fp32, kept), tmp / "fp16", examples, monolithic=False)
+    if "int8" in precisions and calib is not None:
+        (tmp / "int8").mkdir()
+
+        def keep_float(node: str) -> bool:
+            return under(module_path(fp32, node), ("fusion", *kept))
+
+        int8 = {
+            g: quantize_graph(graphs["fp32"][g], tmp / "int8" / f"{g}.onnx", calib, keep_float)
+            for g in (*fp32.names, "monolithic")
+        }
+        graphs["int8"] = {**int8, "head": graphs["fp32"]["head"], "absent": graphs["fp32"]["absent"]}
+    return graphs
+
+
+def _accuracy(measured: dict, held, calib: CalibrationSet | None, names: tuple[str, ...], n_classes: int) -> dict:
+    accuracy: dict[str, Any] = {
+        "measured_on": (
+            {"heldout_samples": len(held[1])}
+            if held
+            else {"calibration_samples": len(calib)}
+            if calib
+            else {"random_samples": 2}
+        ),
+        "measured_by": "the bundle's own graphs in ONNX Runtime (CPU), split as the robot runs them",
+        "by_precision": measured.get("by_precision", {}),
+        "agreement_with_fp32": measured["agreement_with_fp32"],
+        "checks": measured["checks"],
+        "warnings": [],
+    }
+    if held:
+        near = near_chance_warning(
+            accuracy["by_precision"]["fp32"][pattern_name(names, (True,) * len(names))], n_classes
+        )
+        accuracy["warnings"] += [near] if near else []
+    return accuracy
+
+
+def _body(fp32: LowRankFusion, name: str, labels, specs, variants: dict, calib, kept, accuracy: dict) -> dict:
+    """The manifest (format 2) without "format", "format_version" and "files", which write_bundle adds."""
+    names = fp32.names
+    rank, d_out = fp32.projection_shape
+    return {
+        "name": name,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "edgefusion_version": edgefusion.__version__,
+        "labels": list(labels),
+        "modalities": [specs[m].manifest_entry(m, (rank, d_out)) for m in names],
+        "head": {"inputs": [f"p_{m}" for m in names], "outputs": ["logits", "probs"]},
+        "monolithic": {"inputs": [*names, "present"], "outputs": ["logits", "probs"]},
+        "variants": variants,
+        "fusion": {
+            "kind": "lmf",
+            "rank": rank,
+            "d_out": d_out,
+            "hidden": fp32.fusion.classifier[0].out_features,
+            "embedding_dims": fp32.dims,
+        },
+        "training": {"torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__, "opset": OPSET},
+        "calibration": (
+            {
+                **calib.describe(),
+                "method": "MinMax, symmetric int8, per-channel weights, explicit QDQ",
+                "quantized_ops": list(QUANTIZED_OPS),
+                "kept_float": ["fusion", *kept],
+            }
+            if "int8" in variants
+            else {}
+        ),
+        "accuracy": accuracy,
+    }
+
+
 @contextmanager
 def bundle_contents(
     model: LowRankFusion,
@@ -246,99 +334,34 @@ def bundle_contents(
 ) -> Iterator[tuple[dict[str, Path], dict]]:
     """What ``export_bundle`` writes: (bundle-relative path → file, manifest body without "format",
     "format_version" and "files"), in a temp folder that lives while the context is open."""
-    _check_request(model, labels, modalities, precisions, calibration)
+    _check_request(model, labels, modalities, precisions, calibration, name)
     out = Path(out)
     fp32 = copy.deepcopy(model).float().eval()
-    names = fp32.names
-    specs = {m: modalities[m] for m in names}
+    specs = {m: modalities[m] for m in fp32.names}
     examples = _check_encoders(fp32, specs)
     kept = kept_paths(fp32, keep_fp32)
-    calib = (
-        CalibrationSet.from_inputs(_stack(calibration, specs, "calibration"), calibration_source)
-        if calibration is not None
-        else None
-    )
+    calib = None
+    if calibration is not None:
+        calib = CalibrationSet.from_inputs(_stack(calibration, specs, "calibration"), calibration_source)
     held = _heldout(heldout, specs, fp32.n_classes) if heldout is not None else None
     data = held[0] if held else calib.inputs if calib else {m: x.numpy() for m, x in examples.items()}
 
     with tempfile.TemporaryDirectory(prefix="edgefusion-export-") as tmp_name:
         tmp = Path(tmp_name)
-        graphs = {"fp32": export_split(fp32, tmp / "fp32", examples, monolithic=True)}
-        _check_dynamic_batch(graphs["fp32"], specs)
-        if "fp16" in precisions:
-            graphs["fp16"] = export_split(to_half(fp32, kept), tmp / "fp16", examples, monolithic=False)
-        if "int8" in precisions:
-            (tmp / "int8").mkdir()
-
-            def keep_float(node: str) -> bool:
-                return under(module_path(fp32, node), ("fusion", *kept))
-
-            int8 = {
-                g: quantize_graph(graphs["fp32"][g], tmp / "int8" / f"{g}.onnx", calib, keep_float)
-                for g in (*names, "monolithic")
-            }
-            graphs["int8"] = {**int8, "head": graphs["fp32"]["head"], "absent": graphs["fp32"]["absent"]}
-        measured = _measure(graphs, names, data, held[1] if held else None, fp32)
-
-        files = {p.relative_to(tmp).as_posix(): p for g in graphs.values() for p in g.values()}
+        graphs = _export_graphs(fp32, tmp, examples, specs, tuple(precisions), kept, calib)
+        measured = _measure(graphs, fp32.names, data, held[1] if held else None, fp32)
+        accuracy = _accuracy(measured, held, calib, fp32.names, fp32.n_classes)
+        for line in accuracy["warnings"]:
+            if warn is not None:
+                warn(f"WARNING: {out}: {line}")
         variants = {}
         for prec, g in graphs.items():
             rel = {k: p.relative_to(tmp).as_posix() for k, p in g.items()}
             variants[prec] = {"graphs": {k: v for k, v in rel.items() if k != "absent"}, "absent": rel["absent"]}
-        rank, d_out = fp32.projection_shape
-        accuracy: dict[str, Any] = {
-            "measured_on": (
-                {"heldout_samples": len(held[1])}
-                if held
-                else {"calibration_samples": len(calib)}
-                if calib
-                else {"random_samples": 2}
-            ),
-            "measured_by": "the bundle's own graphs in ONNX Runtime (CPU), split as the robot runs them",
-            "by_precision": measured.get("by_precision", {}),
-            "agreement_with_fp32": measured["agreement_with_fp32"],
-            "checks": measured["checks"],
-            "warnings": [],
-        }
-        if held:
-            complete = accuracy["by_precision"]["fp32"][pattern_name(names, (True,) * len(names))]
-            near = near_chance_warning(complete, fp32.n_classes)
-            if near:
-                accuracy["warnings"].append(near)
-                if warn is not None:
-                    warn(f"WARNING: {out}: {near}")
-        body: dict[str, Any] = {
-            "name": name or out.resolve().name,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "edgefusion_version": edgefusion.__version__,
-            "labels": list(labels),
-            "modalities": [specs[m].manifest_entry(m, (rank, d_out)) for m in names],
-            "head": {"inputs": [f"p_{m}" for m in names], "outputs": ["logits", "probs"]},
-            "monolithic": {"inputs": [*names, "present"], "outputs": ["logits", "probs"]},
-            "variants": variants,
-            "fusion": {
-                "kind": "lmf",
-                "rank": rank,
-                "d_out": d_out,
-                "hidden": fp32.fusion.classifier[0].out_features,
-                "embedding_dims": fp32.dims,
-            },
-            "training": {"torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__, "opset": OPSET},
-            "calibration": (
-                {
-                    **calib.describe(),
-                    "method": "MinMax, symmetric int8, per-channel weights, explicit QDQ",
-                    "quantized_ops": list(QUANTIZED_OPS),
-                    "kept_float": ["fusion", *kept],
-                }
-                if calib is not None and "int8" in graphs
-                else {}
-            ),
-            "accuracy": accuracy,
-        }
+        body = _body(fp32, name or out.resolve().name, labels, specs, variants, calib, kept, accuracy)
         for key, extra in (provenance or {}).items():
             body[key] = {**body.get(key, {}), **extra}
-        yield files, body
+        yield {p.relative_to(tmp).as_posix(): p for g in graphs.values() for p in g.values()}, body
 
 
 def export_bundle(
