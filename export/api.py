@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from edgefusion.export.models.fusion import LMFFusion
 from torch import nn
@@ -114,6 +115,19 @@ class Modality:
         if self.sensor == "depth":
             return torch.where(x < 0.05, torch.zeros_like(x), x * 4)
         return (x - 0.5) * 2000
+
+    def extremes(self) -> np.ndarray:
+        """Inputs at the edges of what the runtime can deliver, where fp16 overflows first: for
+        audio DC, a clipped square wave and clipped loud noise at int16 full scale; for cameras an
+        empty frame and a saturated one (255, or z16's largest depth, 65.535 m)."""
+        if self.sensor == "audio":
+            n = self.shape[0]
+            t = np.arange(n)
+            noise = np.random.default_rng(0).standard_normal(n) * 60000
+            rows = [np.full(n, 32767.0), np.where((t // 40) % 2 == 0, 32767.0, -32768.0), np.clip(noise, -32768, 32767)]
+            return np.stack(rows).astype(np.float32)
+        top = 255.0 if self.sensor == "rgb" else 65.535
+        return np.stack([np.zeros(self.shape), np.full(self.shape, top)]).astype(np.float32)
 
     def manifest_entry(self, name: str, projection: tuple[int, ...]) -> dict:
         entry: dict[str, Any] = {

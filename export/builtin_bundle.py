@@ -109,7 +109,7 @@ def build_bundle(runs: Path, dest: Path, report: dict, name: str, calib: Calibra
                 "task": "built-in HRI intent task (edgefusion.task)",
                 "final_loss": ckpt["training"]["history"][-1]["loss"],
             },
-            "accuracy": {"heldout": heldout, "fusion_gain": lmf["fusion_gain"], "compare_checks": lmf["checks"]},
+            "accuracy": {"heldout": heldout, "fusion_gain": lmf["fusion_gain"], "checks": lmf["checks"]},
         },
         warn=warn,
     )

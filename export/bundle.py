@@ -179,6 +179,23 @@ def _check_dynamic_batch(paths: Mapping[str, Path], modalities: Mapping[str, Mod
                 ) from None
 
 
+def _check_fp16_finite(half: LowRankFusion, path: Mapping[str, Path], specs: Mapping[str, Modality]) -> None:
+    """Full-scale input must stay finite in true fp16 arithmetic (PyTorch) and in the fp16 graph
+    (ONNX Runtime's CPU kernels may compute in fp32 and hide an overflow the Jetson would hit)."""
+    from edgefusion.export.evaluate import session
+
+    for m, spec in specs.items():
+        x = spec.extremes()
+        with torch.no_grad():
+            true_fp16 = half.project(m, half.encoders[m](torch.from_numpy(x))).float().numpy()
+        graph = session(path[m]).run(None, {m: x})[0]
+        if not (np.isfinite(true_fp16).all() and np.isfinite(graph).all()):
+            raise EdgefusionError(
+                f"encoder {m!r} overflows fp16 (inf or NaN) on full-scale {spec.sensor} input; keep the layers "
+                "before its first normalisation in fp32 (keep_fp32=...) or leave fp16 out of precisions"
+            )
+
+
 def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(a - ref).max() / (np.abs(ref).max() + 1e-12))
 
@@ -216,6 +233,7 @@ def _measure(graphs: dict, names: tuple[str, ...], data: dict, labels: np.ndarra
     result: dict[str, Any] = {
         "checks": {
             "split_vs_monolithic_rel_err": split_err,
+            **({"fp16_full_scale_finite": True} if "fp16" in graphs else {}),
             "ort_vs_torch_rel_err": max(_rel_err(logits["fp32"][p], torch32[p]) for p in torch32),
         },
         "agreement_with_fp32": {},
@@ -244,7 +262,9 @@ def _export_graphs(
     graphs = {"fp32": export_split(fp32, tmp / "fp32", examples, monolithic=True)}
     _check_dynamic_batch(graphs["fp32"], specs)
     if "fp16" in precisions:
-        graphs["fp16"] = export_split(to_half(fp32, kept), tmp / "fp16", examples, monolithic=False)
+        half = to_half(fp32, kept)
+        graphs["fp16"] = export_split(half, tmp / "fp16", examples, monolithic=False)
+        _check_fp16_finite(half, graphs["fp16"], specs)
     if "int8" in precisions and calib is not None:
         (tmp / "int8").mkdir()
 
@@ -317,6 +337,14 @@ def _body(fp32: LowRankFusion, name: str, labels, specs, variants: dict, calib, 
     }
 
 
+def _merged(base: Mapping, own: Mapping) -> dict:
+    """``base`` with ``own`` on top, objects merged key by key: provenance never hides a measurement."""
+    out = dict(base)
+    for k, v in own.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 @contextmanager
 def bundle_contents(
     model: LowRankFusion,
@@ -360,7 +388,7 @@ def bundle_contents(
             variants[prec] = {"graphs": {k: v for k, v in rel.items() if k != "absent"}, "absent": rel["absent"]}
         body = _body(fp32, name or out.resolve().name, labels, specs, variants, calib, kept, accuracy)
         for key, extra in (provenance or {}).items():
-            body[key] = {**body.get(key, {}), **extra}
+            body[key] = _merged(extra, body.get(key, {}))
         yield {p.relative_to(tmp).as_posix(): p for g in graphs.values() for p in g.values()}, body
 
 
@@ -385,7 +413,8 @@ def export_bundle(
     accuracy per precision and presence pattern, without it only agreement with fp32 (measured on
     the calibration batches, else on random inputs). ``keep_fp32``: submodule names or types left
     fp32 in the fp16 variant and float in int8 (an audio front end). ``provenance``: extra entries
-    merged into the manifest's "training", "accuracy", "calibration" or "fusion". ``warn`` is told
+    under the manifest's "training", "accuracy", "calibration" or "fusion" (what export_bundle measures
+    itself wins). ``warn`` is told
     (one line) when held-out accuracy is near chance.
     """
     with bundle_contents(

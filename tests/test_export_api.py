@@ -232,6 +232,37 @@ def test_refusals_are_one_line(tmp_path):
     assert "calibration batch 0: 'mic' is of shape (3, 4000)" in _refusal(tmp_path, calibration=[bad_batch])
 
 
+class _LoudFront(torch.nn.Module):
+    """A conv on raw int16 counts (2e5 on full-scale DC, past fp16's 65504), then log-compressed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 8, 64, stride=32)
+        torch.nn.init.constant_(self.conv.weight, 0.1)
+
+    def forward(self, pcm):
+        return torch.log1p(self.conv(pcm.unsqueeze(1)).abs())
+
+
+class _LoudAudioNet(user.AudioNet):
+    def __init__(self):
+        super().__init__()
+        self.frontend = _LoudFront()
+
+    def forward(self, pcm):
+        return self.out(self.body(self.frontend(pcm)).mean(dim=2))
+
+
+def test_a_front_end_that_overflows_fp16_is_refused_unless_kept_fp32(tmp_path):
+    model = user.make_model()
+    model.encoders["mic"] = _LoudAudioNet()
+    msg = _refusal(tmp_path, model=model, precisions=("fp32", "fp16"))
+    assert "encoder 'mic' overflows fp16 (inf or NaN) on full-scale audio input" in msg and "keep_fp32" in msg, msg
+    kw = {"model": model, "labels": user.LABELS, "modalities": user.MODALITIES, "precisions": ("fp32", "fp16")}
+    with bundle_contents(out=tmp_path / "kept", keep_fp32=(_LoudFront,), **kw) as (_, body):
+        assert body["accuracy"]["checks"]["fp16_full_scale_finite"] is True
+
+
 @pytest.mark.parametrize("name", ["Range", "present", "head", "monolithic", "9lives", "a" * 33, "with-dash"])
 def test_a_name_the_manifest_does_not_allow_is_refused(name):
     with pytest.raises(EdgefusionError, match="is not allowed"):
