@@ -76,6 +76,10 @@ class Modality:
     window_s: float | None = None
     preprocessing: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
+    def __post_init__(self):
+        if self.sensor not in STREAMS:
+            raise EdgefusionError(f"sensor {self.sensor!r} is not a stream; use Modality.rgb, .depth or .audio")
+
     @classmethod
     def rgb(cls, height: int, width: int, rate_hz: float = CAMERA_HZ, preprocessing=None) -> Modality:
         return cls._camera("rgb", 3, height, width, rate_hz, preprocessing)
