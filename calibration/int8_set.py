@@ -21,15 +21,20 @@ from edgefusion.task import TaskBatch
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    inputs: dict[str, np.ndarray]  # modality → (N, ...) float32
-    present: np.ndarray  # (N, 3) float32: pattern k of all_patterns(len(MODALITIES)) for sample i is k = i mod 7
+    inputs: dict[str, np.ndarray]  # modality → (N, ...) float32, in the bundle's modality order
+    present: np.ndarray  # (N, M) float32: sample i has pattern i mod len(all_patterns(M))
     source: str
 
     @classmethod
+    def from_inputs(cls, inputs: dict[str, np.ndarray], source: str) -> CalibrationSet:
+        """Every non-empty presence pattern assigned round-robin over the samples."""
+        patterns = np.array(all_patterns(len(inputs)), dtype=np.float32)
+        n = len(next(iter(inputs.values())))
+        return cls(dict(inputs), patterns[np.arange(n) % len(patterns)], source)
+
+    @classmethod
     def from_batch(cls, batch: TaskBatch, source: str) -> CalibrationSet:
-        patterns = np.array(all_patterns(len(MODALITIES)), dtype=np.float32)
-        present = patterns[np.arange(len(batch)) % len(patterns)]
-        return cls({m: getattr(batch, m) for m in MODALITIES}, present, source)
+        return cls.from_inputs({m: getattr(batch, m) for m in MODALITIES}, source)
 
     def __len__(self) -> int:
         return len(self.present)
@@ -45,7 +50,7 @@ class CalibrationSet:
 
     def sha256(self) -> str:
         h = hashlib.sha256()
-        for name in (*MODALITIES, "present"):
+        for name in (*self.inputs, "present"):
             arr = self.present if name == "present" else self.inputs[name]
             h.update(name.encode())
             h.update(str(arr.shape).encode())
@@ -56,6 +61,6 @@ class CalibrationSet:
         return {
             "source": self.source,
             "samples": len(self),
-            "patterns": len(all_patterns(len(MODALITIES))),
+            "patterns": len(all_patterns(len(self.inputs))),
             "sha256": self.sha256(),
         }

@@ -37,6 +37,13 @@ def _bundle_name(value: str) -> str:
     return value
 
 
+def _factory(value: str) -> str:
+    module, sep, attr = value.partition(":")
+    if not sep or not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        raise argparse.ArgumentTypeError(f"{value!r}: give MODULE:FACTORY, e.g. my_robot.model:bundle_args")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     add("export", "export trained models to ONNX (opset 17), fp32 and fp16")
     add("quantize", "make INT8 QDQ graphs, calibrated on every presence pattern")
+
+    def sessions(sp: argparse.ArgumentParser, help: str) -> None:
+        sp.add_argument("--sessions", type=Path, nargs="+", default=(), metavar="DIR", help=help)
+
     for name in ("train", "quantize", "all"):
-        sub.choices[name].add_argument(
-            "--sessions",
-            type=Path,
-            nargs="+",
-            default=(),
-            metavar="DIR",
-            help="recorded sessions (edgefusion record): added to training; INT8 calibrates on them instead",
+        sessions(
+            sub.choices[name],
+            "recorded sessions (edgefusion record): added to training; INT8 calibrates on them instead",
         )
     compare = add(
         "compare",
@@ -89,7 +96,17 @@ def _parser() -> argparse.ArgumentParser:
             help=f"held-out samples (default: {default})",
         )
         sp.add_argument("--json", action="store_true", help="print the report as JSON")
-    for sp in (add("bundle", "write the deployable bundle from the LMF run", fusion=False), sub.choices["all"]):
+    bundle = add("bundle", "write the deployable bundle from the LMF run, or from your own model", fusion=False)
+    bundle.add_argument(
+        "--model",
+        type=_factory,
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="your own model instead of the LMF run: FACTORY() in MODULE (importable from here) returns "
+        "export_bundle's keyword arguments as a dict (model, labels, modalities, calibration, ...)",
+    )
+    sessions(bundle, "the recorded sessions `quantize` calibrated INT8 on, if any")
+    for sp in (bundle, sub.choices["all"]):
         sp.add_argument("--out", type=new_folder, required=True, help="bundle folder to write")
         sp.add_argument(
             "--name", type=_bundle_name, default=None, help="the bundle's name (default: the --out folder's name)"
@@ -109,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgefusionError(f"{err.name or err} is not installed: pip install 'edgefusion[export]'") from None
 
     cmd = args.command
+    if cmd == "bundle" and args.model:
+        from edgefusion.export.factory import bundle_from_factory
+
+        out = bundle_from_factory(args.model, args.out, args.name, warn=_log)
+        _log(f"bundle → {out}")
+        return 0
     if cmd == "all" and "lmf" not in args.fusion:
         raise EdgefusionError("all makes a bundle, which is LMF: include lmf in --fusion")
     if args.runs.exists() and not args.runs.is_dir():
@@ -134,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd in ("compare", "all"):
         _compare(args)
     if cmd in ("bundle", "all"):
-        from edgefusion.export.bundle import build_bundle
+        from edgefusion.export.builtin_bundle import build_bundle
 
         report_path = args.runs / "compare.json"
         if not report_path.exists():
@@ -146,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(report, dict):
             raise EdgefusionError(f"{report_path} is not a compare report; run `{PROG} compare` again")
         name = args.name or args.out.resolve().name
-        _log(f"bundle {name!r} → {build_bundle(args.runs, args.out, report, name, warn=_log)}")
+        calib = pipeline.calibration_set(tuple(args.sessions))
+        _log(f"bundle {name!r} → {build_bundle(args.runs, args.out, report, name, calib, warn=_log)}")
     return 0
 
 
@@ -170,7 +194,7 @@ def _trained_kinds(runs: Path) -> list[str]:
 
 def _compare(args) -> None:
     from edgefusion.export import dataset
-    from edgefusion.export.bundle import heldout_description
+    from edgefusion.export.builtin_bundle import heldout_description
     from edgefusion.export.compare import compare, render_table
 
     kinds = args.fusion or _trained_kinds(args.runs)

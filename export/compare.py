@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from edgefusion.export.api import Modality
 from edgefusion.export.evaluate import SplitRunner, median_latency_ms, monolithic_logits, session
 from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
@@ -38,22 +39,12 @@ def _ort_logits(onnx_dir, kind: str, precision: str, data: TaskBatch) -> dict[st
     graphs["head"] = float_dir / "head.onnx"
     with np.load(float_dir / "absent.npz") as z:
         absent = {m: z[m] for m in MODALITIES}
-    runner = SplitRunner(graphs, absent)
-    proj = runner.projections(data)
-    return {pattern_name(MODALITIES, p): runner.logits(proj, p) for p in all_patterns(len(MODALITIES))}
+    return SplitRunner(graphs, absent).logits_by_pattern(data)
 
 
 def full_scale_audio(n: int = SAMPLE_RATE * int(AUDIO_WINDOW_S)) -> np.ndarray:
-    """Inputs at and beyond int16 full scale: DC, a clipped square wave, clipped loud noise."""
-    t = np.arange(n)
-    rng = np.random.default_rng(0)
-    return np.stack(
-        [
-            np.full(n, 32767.0),
-            np.where((t // 40) % 2 == 0, 32767.0, -32768.0),
-            np.clip(rng.standard_normal(n) * 60000, -32768, 32767),
-        ]
-    ).astype(np.float32)
+    """The built-in audio window's extremes (``Modality.extremes``): DC, square wave, loud noise."""
+    return Modality.audio(n / SAMPLE_RATE, SAMPLE_RATE).extremes()
 
 
 def _fp16_full_scale_finite(model, onnx_dir) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -38,21 +39,25 @@ class _Reader(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type in QUANTIZED_OPS and not any(part in n.name for part in KEEP_FLOAT)
-    ]
+def built_in_kept_float(node_name: str) -> bool:
+    """The built-in model's float parts, by node name."""
+    return any(part in node_name for part in KEEP_FLOAT)
 
 
-def quantize_graph(fp32_path: Path, out_path: Path, calib: CalibrationSet) -> Path:
-    """An int8 QDQ copy of one fp32 graph, calibrated (MinMax) on ``calib``."""
+def nodes_to_quantize(model: onnx.ModelProto, keep_float: Callable[[str], bool] = built_in_kept_float) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and not keep_float(n.name)]
+
+
+def quantize_graph(
+    fp32_path: Path, out_path: Path, calib: CalibrationSet, keep_float: Callable[[str], bool] = built_in_kept_float
+) -> Path:
+    """An int8 QDQ copy of one fp32 graph, calibrated (MinMax) on ``calib``; the nodes for whose
+    names ``keep_float`` is true stay float."""
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
-        names = nodes_to_quantize(model)
+        names = nodes_to_quantize(model, keep_float)
         inputs = [i.name for i in model.graph.input]
         logging.getLogger("onnxruntime").setLevel(logging.WARNING)
         quantize_static(

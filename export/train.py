@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edgefusion.export.api import pattern_weights
 from edgefusion.export.models.model import FusionModel
 
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
@@ -37,15 +38,6 @@ class TrainConfig:
         return asdict(self)
 
 
-def _pattern_weights(probs: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    patterns = np.array(all_patterns(len(MODALITIES)), dtype=np.float32)
-    counts = patterns.sum(1).astype(int)
-    group = {3: probs[0], 2: probs[1], 1: probs[2]}
-    n_in_group = {k: (counts == k).sum() for k in group}
-    w = np.array([group[c] / n_in_group[c] for c in counts])
-    return patterns, w / w.sum()
-
-
 @torch.no_grad()
 def audio_features(model: FusionModel, audio: np.ndarray, chunk: int = 512) -> torch.Tensor:
     enc = model.encoders["audio"]
@@ -55,7 +47,8 @@ def audio_features(model: FusionModel, audio: np.ndarray, chunk: int = 512) -> t
 def train(model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    patterns, weights = _pattern_weights(cfg.pattern_probs)
+    patterns, weights = pattern_weights(len(MODALITIES), cfg.pattern_probs)
+    patterns = np.array(patterns, dtype=np.float32)
     feats = audio_features(model, data.audio)
     rgb, depth = torch.from_numpy(data.rgb), torch.from_numpy(data.depth)
     intent, cues = torch.from_numpy(data.intent), torch.from_numpy(data.cues)

@@ -1,8 +1,9 @@
 """Fusion layers: low-rank multimodal fusion (deployed) and the seed's baselines (compared).
 
-Every layer maps the embeddings ``h`` (modality → (N, d)) and a presence mask (N, 3) to class
-logits. An absent modality's embedding is zero: for LMF that makes its projection the Linear's
-bias, a learned "absent" factor, so the runtime needs no special graph for a missing sensor.
+Every layer maps the embeddings ``h`` (modality → (N, d)) and a presence mask (N, M) to class
+logits; the modalities, in the order of the mask's columns, are the keys of ``dims``. An absent
+modality's embedding is zero: for LMF that makes its projection the Linear's bias, a learned
+"absent" factor, so the runtime needs no special graph for a missing sensor.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgefusion.modalities import MODALITIES
-
 
 def _classifier(d_in: int, hidden: int, n_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
 
-def _masked(h: dict[str, torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
-    return [h[m] * present[:, i : i + 1].to(h[m].dtype) for i, m in enumerate(MODALITIES)]
+def _masked(h: dict[str, torch.Tensor], present: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
+    return [h[m] * present[:, i : i + 1].to(h[m].dtype) for i, m in enumerate(names)]
 
 
 class LMFFusion(nn.Module):
@@ -33,8 +32,9 @@ class LMFFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], n_classes: int, rank: int = 4, d_out: int = 32, hidden: int = 64):
         super().__init__()
+        self.names = tuple(dims)
         self.rank, self.d_out = rank, d_out
-        self.proj = nn.ModuleDict({m: nn.Linear(dims[m], rank * d_out) for m in MODALITIES})
+        self.proj = nn.ModuleDict({m: nn.Linear(d, rank * d_out) for m, d in dims.items()})
         for lin in self.proj.values():
             nn.init.xavier_normal_(lin.weight, gain=0.5)
             nn.init.ones_(lin.bias)
@@ -47,7 +47,7 @@ class LMFFusion(nn.Module):
         return self.proj[m](h).reshape(-1, self.rank, self.d_out)
 
     def head(self, *projections: torch.Tensor) -> torch.Tensor:
-        """Logits from every modality's projection, in MODALITIES order."""
+        """Logits from every modality's projection, in ``names`` order."""
         prod = projections[0]
         for p in projections[1:]:
             prod = prod * p
@@ -56,7 +56,7 @@ class LMFFusion(nn.Module):
         return self.classifier(fused)
 
     def forward(self, h: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        return self.head(*(self.project(m, x) for m, x in zip(MODALITIES, _masked(h, present))))
+        return self.head(*(self.project(m, x) for m, x in zip(self.names, _masked(h, present, self.names))))
 
     def fusion_parameters(self) -> int:
         return sum(p.numel() for p in self.proj.parameters()) + self.rank_weight.numel() + self.bias.numel()
@@ -69,11 +69,12 @@ class EarlyFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], n_classes: int, d_out: int = 32, hidden: int = 64):
         super().__init__()
+        self.names = tuple(dims)
         self.fuse = nn.Sequential(nn.Linear(sum(dims.values()), d_out), nn.ReLU())
         self.classifier = _classifier(d_out, hidden, n_classes)
 
     def forward(self, h: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.fuse(torch.cat(_masked(h, present), dim=1)))
+        return self.classifier(self.fuse(torch.cat(_masked(h, present, self.names), dim=1)))
 
     def fusion_parameters(self) -> int:
         return sum(p.numel() for p in self.fuse.parameters())
@@ -86,11 +87,12 @@ class LateFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], n_classes: int, hidden: int = 64):
         super().__init__()
-        self.experts = nn.ModuleDict({m: _classifier(dims[m], hidden, n_classes) for m in MODALITIES})
+        self.names = tuple(dims)
+        self.experts = nn.ModuleDict({m: _classifier(d, hidden, n_classes) for m, d in dims.items()})
 
     def forward(self, h: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         out = 0
-        for i, m in enumerate(MODALITIES):
+        for i, m in enumerate(self.names):
             logp = torch.log_softmax(self.experts[m](h[m]), dim=1)
             out = out + logp * present[:, i : i + 1].to(logp.dtype)
         return out
@@ -106,14 +108,15 @@ class TensorFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], n_classes: int, d_out: int = 32, hidden: int = 64):
         super().__init__()
+        self.names = tuple(dims)
         size = 1
-        for m in MODALITIES:
-            size *= dims[m] + 1
+        for d in dims.values():
+            size *= d + 1
         self.fuse = nn.Sequential(nn.Linear(size, d_out), nn.ReLU())
         self.classifier = _classifier(d_out, hidden, n_classes)
 
     def forward(self, h: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        z = [torch.cat([x, torch.ones_like(x[:, :1])], dim=1) for x in _masked(h, present)]
+        z = [torch.cat([x, torch.ones_like(x[:, :1])], dim=1) for x in _masked(h, present, self.names)]
         outer = z[0]
         for zi in z[1:]:
             outer = (outer.unsqueeze(2) * zi.unsqueeze(1)).flatten(1)

@@ -1,22 +1,24 @@
-"""The whole model (encoders + fusion) and the graph-shaped views of it that are exported.
+"""The built-in model (encoders + fusion) and the monolithic view of it that a baseline exports.
 
-``MonolithicGraph`` takes every input plus the presence mask and gives logits + probs.
-For LMF, ``BranchGraph(m)`` (encoder + projection → p_m) and ``HeadGraph`` (every p_m → logits
-+ probs) are the split export that lets the runtime cache each modality's projection.
+``MonolithicGraph`` takes every input plus the presence mask and gives logits + probs. An LMF
+model is exported split through the public path instead (``edgefusion.export.onnx_export``), as
+``LowRankFusion.from_parts(model.encoders, model.fusion)``.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
 from edgefusion.export.models.encoders import LogMelFrontEnd, make_encoders
-from edgefusion.export.models.fusion import FUSIONS, LMFFusion
+from edgefusion.export.models.fusion import FUSIONS
+from edgefusion.export.precision import to_half
 from torch import nn
 
 from edgefusion.modalities import MODALITIES
 from edgefusion.task import N_SYMBOLS
+
+BUILT_IN_KEEP_FP32 = (LogMelFrontEnd,)
 
 
 @dataclass(frozen=True)
@@ -72,34 +74,7 @@ class MonolithicGraph(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-class BranchGraph(nn.Module):
-    def __init__(self, model: FusionModel, modality: str):
-        super().__init__()
-        assert isinstance(model.fusion, LMFFusion), "only LMF is exported split"
-        self.encoder = model.encoders[modality]
-        self.fusion = model.fusion
-        self.modality = modality
-
-    def forward(self, x):
-        return self.fusion.project(self.modality, self.encoder(x)).float()
-
-
-class HeadGraph(nn.Module):
-    def __init__(self, model: FusionModel):
-        super().__init__()
-        self.fusion = model.fusion
-
-    def forward(self, p_rgb, p_depth, p_audio):
-        dtype = self.fusion.bias.dtype
-        logits = self.fusion.head(p_rgb.to(dtype), p_depth.to(dtype), p_audio.to(dtype)).float()
-        return logits, torch.softmax(logits, dim=1)
-
-
 def to_fp16(model: FusionModel) -> FusionModel:
     """A copy in fp16 except the audio front end, which stays fp32 (its power spectrum would
     overflow fp16 on loud input before normalisation takes effect)."""
-    half = copy.deepcopy(model).half()
-    for mod in half.modules():
-        if isinstance(mod, LogMelFrontEnd):
-            mod.float()
-    return half.eval()
+    return to_half(model, keep=BUILT_IN_KEEP_FP32)
