@@ -28,6 +28,7 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,16 +227,20 @@ def ort_session(path: Path | bytes):
     return ort.InferenceSession(str(path) if isinstance(path, Path) else path, opts, providers=["CPUExecutionProvider"])
 
 
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in ms: the median, not the mean, because the machine is shared."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_cpu_ms(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median CPU time in ms of each ``fn()`` on this thread (ONNX Runtime with one thread computes
+    on the caller's), so that other processes on a shared machine do not count; the calls go in
+    turns, one of each per round, so that all of them meet the same cache and memory traffic."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+        for k, fn in fns.items():
+            t0 = time.thread_time()
+            fn()
+            times[k].append(time.thread_time() - t0)
+    return {k: float(np.median(v) * 1000) for k, v in times.items()}
 
 
 def check_encoders(runs: int = 50) -> dict[str, dict]:
@@ -266,7 +271,7 @@ def check_encoders(runs: int = 50) -> dict[str, dict]:
                 "ops": sorted(ops),
                 "not_in_tensorrt": sorted(ops - allowed),
                 "max_abs_diff_vs_torch": float(np.abs(out - ref).max()),
-                "ort_cpu_ms": median_ms(lambda s=sess, f=feed: s.run(None, f), runs),
+                "ort_cpu_ms": median_cpu_ms({name: lambda s=sess, f=feed: s.run(None, f)}, runs)[name],
             }
     return report
 
