@@ -9,17 +9,18 @@ input (examples/realistic), and depth (z16, 480x640) to its 120x160 input, per f
          sync's copy into the bound input buffer, then the encoder graph at model size;
   graph  the same encoder with an ONNX Resize at its front (opset 17, what TensorRT 8.6 parses),
          fed the full frame as float32 (the manifest's dtype): the host converts HWC uint8 to
-         CHW float32 (z16 to metres) at full size, the sync copies that, the graph resizes;
+         CHW float32 (z16 to metres) at full size, the sync copies that, the graph resizes:
+         ``linear``, or ``pool_linear`` (an integer AveragePool, then linear for the rest);
   uint8  for information: the graph fed the camera's own uint8 HWC buffer (Transpose, Cast and
          Resize in the graph), so the host converts nothing and copies a quarter of the bytes.
 Times are the calling thread's CPU time (so other work on a shared machine does not count),
 medians of ``--runs`` rounds taking every step in turn (ONNX Runtime CPU, one thread, which
 computes on the caller's thread); encoder weights are the example's initial ones (cost does not
-depend on them). Numerics: each resize against an exact
-area (box-filter) average of the same frame, in 0..255 units, and against the host path; the
-resize modes ONNX offers are compared alone too (antialias needs opset 18; cubic is not in
-TensorRT's parser list). The frames are 1/f noise (the spectrum of natural images: detail at
-every scale, so aliasing shows as it would on a real scene), depth with 5 % holes.
+depend on them). Numerics: each resize against an exact area (box-filter) average of the same
+frame, in 0..255 units, and against the host path; the resize modes ONNX offers are compared
+alone too (antialias needs opset 18; cubic is not in TensorRT's parser list). The frames are 1/f
+noise (the spectrum of natural images: detail at every scale, so aliasing shows as it would on a
+real scene), depth with 5 % holes.
 """
 
 from __future__ import annotations
