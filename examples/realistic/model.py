@@ -13,8 +13,8 @@ the exported graph):
   MatMul, log), then a depthwise-separable CNN (the keyword-spotting "DS-CNN" shape), averaged
   over time only (a word can start anywhere, its spectrum's layout matters).
 
-Every encoder casts its input to its own weights' dtype at the door, as the package's encoders do,
-so a half-precision copy runs on the float32 inputs the runtime delivers.
+No encoder casts: for fp16 the exporter casts at each weighted module's door, and the log-mel
+front end is kept fp32 (``keep_fp32=("frontend",)``: its power spectrum would overflow fp16).
 
 Run as a module, it prints each encoder's parameter count, exports each alone (opset 17, legacy
 exporter), checks its operators against TensorRT's parser list, and times it in ONNX Runtime on
@@ -104,7 +104,7 @@ class MobileNetV2(nn.Module):
         self.out = nn.Linear(last, dim)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = rgb.to(self.scale.dtype) * self.scale + self.shift  # folded into the first Conv by TensorRT
+        x = rgb * self.scale + self.shift  # folded into the first Conv by TensorRT
         return self.out(self.features(x).mean(dim=(2, 3)))
 
 
@@ -143,9 +143,8 @@ class DepthResNet(nn.Module):
         self.out = nn.Linear(n_flat, dim)
 
     def forward(self, depth: torch.Tensor) -> torch.Tensor:
-        d = depth.to(self.out.weight.dtype)
-        valid = (d > 0).to(d.dtype)
-        x = torch.cat([(d - 2.0) * (1 / 1.5) * valid, valid], dim=1)
+        valid = (depth > 0).to(depth.dtype)
+        x = torch.cat([(depth - 2.0) * (1 / 1.5) * valid, valid], dim=1)
         return self.out(self.features(x).flatten(1))
 
 
@@ -169,8 +168,7 @@ class AudioDSCNN(nn.Module):
         self.out = nn.Linear(n_flat, dim)
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
-        mel = self.frontend(pcm.to(self.frontend.dft.weight.dtype))
-        x = self.norm(mel.to(self.out.weight.dtype))
+        x = self.norm(self.frontend(pcm))
         return self.out(self.features(x).mean(dim=3).flatten(1))
 
 
