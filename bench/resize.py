@@ -30,7 +30,9 @@ import json
 import os
 import platform
 import tempfile
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -46,7 +48,7 @@ RGB_SOURCES = ((480, 640), (720, 1280))
 DEPTH_SOURCES = ((480, 640),)
 # mode name -> (Resize attributes, opset). half_pixel is torch's align_corners=False; for nearest
 # with round_prefer_ceil it picks source pixel floor((i + 0.5) * scale), the runtime's own choice.
-MODES = {
+MODES: dict[str, tuple[dict[str, Any], int]] = {
     "nearest": (
         {"mode": "nearest", "coordinate_transformation_mode": "half_pixel", "nearest_mode": "round_prefer_ceil"},
         17,
@@ -192,7 +194,7 @@ def _measure(paths: dict[str, _Path], runs: int) -> dict[str, dict]:
     ms = median_cpu_ms(fns, runs)
     out = {}
     for name, p in paths.items():
-        row = {"resample": p.label, "bytes": int(p.bound.nbytes)}
+        row: dict[str, Any] = {"resample": p.label, "bytes": int(p.bound.nbytes)}
         row.update({step: round(ms.get((name, step), 0.0), 3) for step in p.steps})
         row["total_ms"] = round(row["host_ms"] + row["copy_ms"] + row["graph_ms"], 3)
         out[name] = row
@@ -229,7 +231,7 @@ def bench_rgb(encoder: onnx.ModelProto, src_hw, runs: int) -> dict:
     rows = _measure(paths, runs)
     for name, p in paths.items():
         rows[name].update(_diffs(p.image, area, host_img))
-    ms = median_cpu_ms({mode: lambda s=sess: _run(s, full) for mode, sess in alone.items()}, runs)
+    ms = median_cpu_ms({mode: partial(_run, sess, full) for mode, sess in alone.items()}, runs)
     modes = {m: {"opset": MODES[m][1], "ms": round(ms[m], 3), **_diffs(resized[m], area, host_img)} for m in MODES}
     return {"stream": "rgb", "src": list(src_hw), "dst": list(RGB_HW), "paths": rows, "resize_modes": modes}
 

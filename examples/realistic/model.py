@@ -28,8 +28,10 @@ import json
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -54,6 +56,7 @@ MOBILENET_V2 = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+K = TypeVar("K", bound=Hashable)
 
 
 def _conv_bn(
@@ -87,6 +90,9 @@ class MobileNetV2(nn.Module):
     """RGB (N, 3, H, W) in 0..255 -> (N, dim). Scaled with ImageNet's mean and std, so an
     ImageNet-pretrained MobileNetV2's weights would drop in (torchvision's layout, not its names)."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, dim: int = DIMS["rgb"], width: float = 0.5, last: int = 1280):
         super().__init__()
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -104,7 +110,7 @@ class MobileNetV2(nn.Module):
         self.out = nn.Linear(last, dim)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = rgb * self.scale + self.shift  # folded into the first Conv by TensorRT
+        x = rgb * self.scale + self.shift
         return self.out(self.features(x).mean(dim=(2, 3)))
 
 
@@ -225,14 +231,14 @@ def ort_session(path: Path | bytes):
     return ort.InferenceSession(str(path) if isinstance(path, Path) else path, opts, providers=["CPUExecutionProvider"])
 
 
-def median_cpu_ms(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, float]:
+def median_cpu_ms(fns: dict[K, Callable[[], object]], runs: int, warmup: int = 3) -> dict[K, float]:
     """Median CPU time in ms of each ``fn()`` on this thread (ONNX Runtime with one thread computes
     on the caller's), so that other processes on a shared machine do not count; the calls go in
     turns, one of each per round, so that all of them meet the same cache and memory traffic."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[K, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
             t0 = time.thread_time()
@@ -269,7 +275,7 @@ def check_encoders(runs: int = 50) -> dict[str, dict]:
                 "ops": sorted(ops),
                 "not_in_tensorrt": sorted(ops - allowed),
                 "max_abs_diff_vs_torch": float(np.abs(out - ref).max()),
-                "ort_cpu_ms": median_cpu_ms({name: lambda s=sess, f=feed: s.run(None, f)}, runs)[name],
+                "ort_cpu_ms": median_cpu_ms({name: partial(sess.run, None, feed)}, runs)[name],
             }
     return report
 
