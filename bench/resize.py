@@ -4,7 +4,7 @@
 
 For a RealSense colour frame (uint8 RGB, 480x640 and 720x1280) to the example model's 224x224
 input (examples/realistic), and depth (z16, 480x640) to its 120x160 input, per frame on the CPU:
-  host   what the runtime does today: ``edgefusion.sensors.realsense._Resample`` (a block mean
+  host   what the runtime does today: ``edgefusion.sensors.frames.Resample`` (a block mean
          when the sizes divide, else nearest; nearest for depth) to float32 at model size, the
          sync's copy into the bound input buffer, then the encoder graph at model size;
   graph  the same encoder with an ONNX Resize at its front (opset 17, what TensorRT 8.6 parses),
@@ -40,7 +40,7 @@ import onnxruntime as ort
 from edgefusion.export.onnx_export import graph_ops, trt_supported_ops
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefusion.sensors.realsense import _Resample
+from edgefusion.sensors.frames import Resample
 from examples.realistic.model import DEPTH_HW, RGB_HW, export_encoder, make_encoders, median_cpu_ms, ort_session
 
 DEPTH_SCALE = np.float32(0.001)  # a D4xx's z16 unit: 1 mm
@@ -203,7 +203,7 @@ def _measure(paths: dict[str, _Path], runs: int) -> dict[str, dict]:
 
 def bench_rgb(encoder: onnx.ModelProto, src_hw, runs: int) -> dict:
     frame = camera_frame(src_hw)
-    resample = _Resample(src_hw, RGB_HW)
+    resample = Resample(src_hw, RGB_HW)
     host_img = resample.rgb(frame)
     area = area_reference(frame, RGB_HW)
     full = np.empty((1, 3, *src_hw), np.float32)
@@ -238,7 +238,7 @@ def bench_rgb(encoder: onnx.ModelProto, src_hw, runs: int) -> dict:
 
 def bench_depth(encoder: onnx.ModelProto, src_hw, runs: int) -> dict:
     z16 = depth_frame(src_hw)
-    resample = _Resample(src_hw, DEPTH_HW)
+    resample = Resample(src_hw, DEPTH_HW)
     host_img = resample.depth(z16, DEPTH_SCALE)
     full = np.empty((1, 1, *src_hw), np.float32)
 

@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 from edgefusion.export.onnx_export import graph_ops, trt_supported_ops  # noqa: E402
 
 from bench.resize import area_matrix, area_reference, camera_frame, depth_frame, resize_alone  # noqa: E402
-from edgefusion.sensors.realsense import _Resample  # noqa: E402
+from edgefusion.sensors.frames import Resample  # noqa: E402
 from examples.realistic.model import (  # noqa: E402
     DIMS,
     example_input,
@@ -53,7 +53,7 @@ def test_the_in_graph_nearest_resize_takes_the_pixels_the_runtime_takes(src, dst
     """The bench compares the paths' costs, so the in-graph nearest must be the host's nearest,
     also where the sizes do not divide (where float rounding could shift a row)."""
     z16 = depth_frame(src)
-    host = _Resample(src, dst).depth(z16, np.float32(1.0))
+    host = Resample(src, dst).depth(z16, np.float32(1.0))
     graph = ort_session(resize_alone(1, src, dst, "nearest")).run(None, {"frame": z16[None, None].astype(np.float32)})
     np.testing.assert_array_equal(graph[0][0], host)
 
@@ -62,5 +62,5 @@ def test_the_area_reference_is_a_block_mean_where_the_sizes_divide():
     w = area_matrix(640, 224)
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     frame = camera_frame((480, 640))
-    host = _Resample((480, 640), (120, 160)).rgb(frame)  # the runtime's block mean, rounded to whole steps
+    host = Resample((480, 640), (120, 160)).rgb(frame)  # the runtime's block mean, rounded to whole steps
     assert np.abs(area_reference(frame, (120, 160)) - host).max() <= 0.5

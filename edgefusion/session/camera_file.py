@@ -125,7 +125,7 @@ def read_camera_file(
 
 class _Converter:
     """One stream's frames to the model's format: colour of any common 8-bit format to RGB,
-    Z16 to metres, at the model's size (``_Resample``, the live driver's, which at the same
+    Z16 to metres, at the model's size (``Resample``, the live driver's, which at the same
     size copies exactly: a session replays bit for bit)."""
 
     def __init__(self, rs, f, out_size: tuple[int, int] | None, scale: float):
