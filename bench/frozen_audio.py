@@ -132,7 +132,7 @@ def through_pulse(trials: int, max_age_s: float) -> list[float]:
                 due.append(time.monotonic() + 0.03)  # the speaker writes each block 30 ms before it is due
                 yield from itertools.cycle(blocks[-cycle:])
 
-            mic = PyAudioMicrophone(MicrophoneConfig(device="pulse", rate=rate), read_timeout_s=0.2)
+            mic = PyAudioMicrophone(MicrophoneConfig(device="pulse", rate=rate), SAMPLE_RATE, 1.0, read_timeout_s=0.2)
             with Speaker(server, feed=feed()):
                 mic.connect()
                 try:

@@ -68,7 +68,7 @@ def soak(minutes: float, seed: int) -> dict:
     cfg = Config()
     cfg.source.faults = random_faults(seconds, seed)
     bundle = load_bundle(default_bundle_path())
-    rig = make_rig(cfg, bundle.labels)
+    rig = make_rig(cfg, bundle.modalities, bundle.labels)
     backend = make_backend("onnxruntime", bundle, "fp32")
     counter = _Counter()
     runtime = Runtime(backend, rig.sensors, cfg.max_age_s(), cfg.runtime.tick_hz, (counter,))

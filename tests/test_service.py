@@ -100,7 +100,7 @@ def test_the_watchdog_is_fed_only_while_the_loop_ticks(listener):
     bundle = load_bundle(default_bundle_path())
     cfg = Config()
     cfg.source.faults = ""
-    rig = make_rig(cfg, bundle.labels)
+    rig = make_rig(cfg, bundle.modalities, bundle.labels)
     gate = threading.Event()
     gate.set()
     last = LastLine()
