@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefusion.bundle import FORMAT_VERSION, load_bundle
+from edgefusion.bundle import load_bundle
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import all_patterns, pattern_name
 
@@ -27,7 +27,6 @@ from edgefusion.export.precision import to_half  # noqa: E402
 NAMES = ("range", "mic")
 TESTS = Path(__file__).parent
 # Until the runtime's loader reads manifest format 2 (its branch merged), write_bundle refuses these bundles.
-needs_format_2 = pytest.mark.skipif(FORMAT_VERSION < 2, reason="the loader does not read manifest format 2 yet")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,6 @@ def contents(args, tmp_path_factory):
         yield kept, json.loads(json.dumps(body))
 
 
-@needs_format_2
 def test_the_bundle_loads_in_the_runtime(bundle):
     assert bundle.manifest["format_version"] == 2 and bundle.labels == tuple(user.LABELS)
     assert bundle.names == NAMES and bundle.precisions == ("fp32", "fp16", "int8")
@@ -328,7 +326,6 @@ def _cli(*args, cwd=TESTS, module="edgefusion.export.cli"):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@needs_format_2
 def test_the_runtime_describes_and_benches_the_bundle(bundle):
     info = _cli("info", "--bundle", str(bundle.root), module="edgefusion.cli")
     assert info.returncode == 0 and "format 2" in info.stdout and "range+mic" in info.stdout, info.stdout + info.stderr
@@ -339,7 +336,6 @@ def test_the_runtime_describes_and_benches_the_bundle(bundle):
         assert json.loads(bench.stdout)
 
 
-@needs_format_2
 def test_the_cli_exports_a_model_from_a_factory(tmp_path):
     r = _cli("bundle", "--model", "export_user_model:bundle_args", "--out", str(tmp_path / "cli"), "--name", "from cli")
     assert r.returncode == 0, r.stderr[-2000:]
