@@ -238,8 +238,14 @@ def _render_summary(r: dict) -> str:
         "encoder runs: "
         + ", ".join(f"{m} {n}" for m, n in r["encoder_runs"].items())
         + f" (head: {r['head_runs']}): per-modality caching skipped {r['encoder_runs_saved']:.0%} of encoder runs",
-        "accuracy against the scenario, by what was present (settled ticks):",
     ]
+    if not r["accuracy_by_pattern"]:
+        lines.append(
+            "accuracy against the scenario: not scored (no settled tick with a known intent; "
+            "a bundle whose labels are not the built-in task's is never scored)"
+        )
+        return "\n".join(lines)
+    lines.append("accuracy against the scenario, by what was present (settled ticks):")
     for pattern, e in r["accuracy_by_pattern"].items():
         lines.append(f"  {pattern:<16} {e['accuracy']:.2f}  over {e['ticks']} ticks")
     return "\n".join(lines)
