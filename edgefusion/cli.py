@@ -172,7 +172,7 @@ def cmd_eval(args) -> int:
     for b in backends.values():
         b.activate()
     try:
-        report = evaluate(bundle, backends, heldout(bundle, args.samples), noise=not args.no_noise)
+        report = evaluate(bundle, backends, heldout(bundle, args.samples, args.data), noise=not args.no_noise)
     finally:
         for b in backends.values():
             b.deactivate()
@@ -340,6 +340,12 @@ def _parser() -> argparse.ArgumentParser:
         "--samples", type=number(7, 100_000, integer=True), default=700, help="held-out samples (default: 700)"
     )
     sp.add_argument("--precisions", default=None, help="comma list (default: every variant in the bundle)")
+    sp.add_argument(
+        "--data",
+        type=existing_file,
+        default=None,
+        help="held-out data for a bundle of your own: an .npz with one array per modality name and labels",
+    )
     sp.add_argument("--no-noise", action="store_true", help="skip the noise curves")
     sp.add_argument("--plot", type=new_file, default=None, help="write the noise curves as a PNG (needs matplotlib)")
     sp.add_argument("--json", action="store_true")

@@ -111,3 +111,27 @@ def test_another_tools_wav_replays_into_the_bundle_at_its_rate_and_window(bundle
     assert lines and not any(x["present"]["range"] for x in lines)
     heard = [x for x in lines if x["present"]["speech"]]
     assert heard and min(x["sample_t"]["speech"] for x in heard) == pytest.approx(3999 / 8000, abs=1e-3)
+
+
+def test_eval_scores_a_bundle_of_its_own_on_the_users_data_and_refuses_without_it(bundles, tmp_path):
+    """A user's bundle has no held-out set of its own: ``--data`` gives one (arrays named after its
+    modalities, as the runtime delivers them, and labels); without it, one line says so."""
+    refused = cli("eval", "--bundle", str(bundles["depth-audio"]), "--no-noise")
+    assert refused.returncode == 2 and "--data" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    rng = np.random.default_rng(0)
+    n = 14
+    data = tmp_path / "held.npz"
+    np.savez(
+        data,
+        range=rng.uniform(0, 4, (n, 1, 120, 160)).astype(np.float32),
+        speech=rng.integers(-3000, 3000, (n, 4000)).astype(np.float32),
+        labels=np.array([LABELS[i % 3] for i in range(n)]),
+    )
+    r = cli(
+        "eval", "--bundle", str(bundles["depth-audio"]), "--data", str(data), "--samples", "14", "--no-noise", "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    table = report["accuracy"]["fp32"]
+    assert set(table) == {"range+speech", "range", "speech"}, "keyed by the bundle's own names"
+    assert all(0.0 <= v <= 1.0 for v in table.values())
