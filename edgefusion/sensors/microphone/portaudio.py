@@ -27,7 +27,7 @@ import numpy as np
 from edgefusion import log
 from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.base import SensorGone
-from edgefusion.sensors.microphone import MicrophoneSensor
+from edgefusion.sensors.microphone.sensor import MicrophoneSensor
 
 INSTALL_HINT = "pip install 'edgefusion[sensors]' (pyaudio builds against PortAudio: apt-get install portaudio19-dev)"
 QUEUE_S = 2.0  # audio the callback may queue for the capture thread before it drops blocks

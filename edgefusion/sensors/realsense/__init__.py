@@ -1,0 +1,32 @@
+"""Intel RealSense (D4xx) as the rgb and depth sensors, its recordings, and a camera made of software.
+
+pyrealsense2 is imported lazily, inside the functions that need it (``import_realsense``): the
+runtime imports this package on machines without the SDK (CI, a robot with another camera) and
+only fails when it is used.
+"""
+
+from edgefusion.sensors.realsense.camera import (
+    FILTERS,
+    RealSenseCamera,
+    RealSenseConfig,
+    RealSensePlayback,
+    SoftwareCamera,
+    check_recording,
+    connected_serials,
+    import_realsense,
+    iter_recording,
+    recording_suffix,
+)
+
+__all__ = [
+    "FILTERS",
+    "RealSenseCamera",
+    "RealSenseConfig",
+    "RealSensePlayback",
+    "SoftwareCamera",
+    "check_recording",
+    "connected_serials",
+    "import_realsense",
+    "iter_recording",
+    "recording_suffix",
+]
