@@ -13,223 +13,20 @@ module imports without them.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
-import re
-import sys
-import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from edgefusion import log
-from edgefusion.errors import ConfigError, EdgefusionError
+from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.base import SensorGone
+from edgefusion.sensors.microphone.clock import BlockClock
+from edgefusion.sensors.microphone.config import MicrophoneConfig
+from edgefusion.sensors.microphone.devices import INSTALL_HINT, import_pyaudio, library_output, resolve_device
 from edgefusion.sensors.microphone.sensor import MicrophoneSensor
 
-INSTALL_HINT = "pip install 'edgefusion[sensors]' (pyaudio builds against PortAudio: apt-get install portaudio19-dev)"
 QUEUE_S = 2.0  # audio the callback may queue for the capture thread before it drops blocks
-
-
-@dataclass
-class MicrophoneConfig:
-    device: str = ""  # "": the default input; else a name substring or an index (as PyAudio lists them)
-    rate: int = 0  # 0: the device's default rate; resampled to the model's when it differs (as the device can)
-    channels: int = 1  # channels to open (some devices capture stereo only): mixed down to mono
-    block_ms: float = 10.0  # audio per callback
-    stall_ms: float = 5000.0  # no audio for this long: the device counts as lost (PulseAudio starts in ~2 s)
-
-    def check(self, at: str) -> None:
-        def require(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{at}: {key} must be {what}")
-
-        require(self.rate == 0 or self.rate >= 1000, "rate", "0 (the device's default) or >= 1000")
-        require(1 <= self.channels <= 32, "channels", "between 1 and 32")
-        require(1 <= self.block_ms <= 100, "block_ms", "between 1 and 100")
-        require(self.stall_ms >= 500, "stall_ms", ">= 500")
-
-
-# -- the C libraries' chatter ------------------------------------------------------------------
-
-# Lines that ALSA, JACK and PortAudio print straight to fd 2 while PortAudio probes devices (about
-# 80 on a machine without a sound card, all harmless) or fails to open one (then they say why).
-_LIBRARY_LINE = re.compile(r"ALSA lib |Expression '.*' failed in |jack server |Jack\w*::|Cannot connect to server ")
-_NOT_A_CAUSE = re.compile(r"ALSA lib conf|jack server |Jack\w*::|Cannot connect to server ")
-_FD2_LOCK = threading.Lock()
-
-
-class LibraryOutput:
-    """What the C libraries wrote to fd 2 during a ``library_output()`` block."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def why(self) -> str:
-        """The last library lines, for an error's reason: after a failed open they name the cause
-        (JACK's complaints that no jackd runs, and ALSA's about its configuration, never do)."""
-        last = [line for line in self.lines if not _NOT_A_CAUSE.match(line)][-2:]
-        return f" (PortAudio: {' | '.join(last)})" if last else ""
-
-
-@contextlib.contextmanager
-def library_output():
-    """Route fd 2 through a pipe for the block: the libraries' lines are kept (for the reason when
-    an open fails, ``LibraryOutput.why``) and stay out of the user's terminal; anything else is
-    passed on to stderr as it comes.
-
-    fd 2 is redirected rather than ALSA's error handler replaced because JACK and PortAudio print
-    too, each by its own path. The redirect is process-wide, hence the live pass-through: another
-    thread's message is neither lost nor held back, even while a call into a hung device keeps the
-    redirect in place (``PyAudio()`` blocks for as long as a PulseAudio server is stopped).
-    """
-    out = LibraryOutput()
-    with _FD2_LOCK:
-        sys.stderr.flush()
-        read_fd, write_fd = os.pipe()
-        saved = os.dup(2)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        sorter = threading.Thread(target=_sort_lines, args=(read_fd, os.dup(saved), out), daemon=True)
-        sorter.start()
-        try:
-            yield out
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)  # the pipe's last writer goes: the sorter reads to its end and stops
-            os.close(saved)
-            sorter.join(timeout=1.0)  # longer only if a child process inherited the pipe
-
-
-def _sort_lines(read_fd: int, stderr_fd: int, out: LibraryOutput) -> None:
-    with os.fdopen(read_fd, "rb") as pipe:
-        for raw in pipe:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if _LIBRARY_LINE.match(line):
-                out.lines.append(line)
-            elif line.strip():
-                os.write(stderr_fd, raw)
-    os.close(stderr_fd)
-
-
-def import_pyaudio():
-    try:
-        import pyaudio
-    except ImportError as err:  # also a built pyaudio whose libportaudio.so.2 is gone
-        raise EdgefusionError(f"the microphone driver needs pyaudio ({err}): {INSTALL_HINT}") from err
-    return pyaudio
-
-
-# -- devices ---------------------------------------------------------------------------------------
-
-
-def input_devices(pa) -> list[tuple[int, dict]]:
-    """(index, info) of every device with input channels, as this PyAudio instance sees them."""
-    infos = (pa.get_device_info_by_index(i) for i in range(pa.get_device_count()))
-    return [(int(info["index"]), info) for info in infos if info["maxInputChannels"] > 0]
-
-
-def _describe(devices: list[tuple[int, dict]]) -> str:
-    listed = ", ".join(
-        f"{i}: {info['name']!r} ({info['maxInputChannels']} ch, {info['defaultSampleRate']:.0f} Hz)"
-        for i, info in devices
-    )
-    return f"available input devices: {listed or 'none'}"
-
-
-def select_input_device(pa, device: str) -> tuple[int, dict]:
-    """The input device ``device`` names: "" the default, digits an index, else a case-insensitive
-    name (an exact name first, then a substring that must match only one device: picking the first
-    of several would open whichever enumerates first, which can change from boot to boot)."""
-    devices = input_devices(pa)
-    spec = device.strip()
-    if not spec:
-        try:
-            info = pa.get_default_input_device_info()
-        except OSError:
-            raise EdgefusionError(f"no default input device; {_describe(devices)}") from None
-        return int(info["index"]), info
-    if spec.isdigit():
-        found = [(i, info) for i, info in devices if i == int(spec)]
-    else:
-        found = [(i, info) for i, info in devices if info["name"].lower() == spec.lower()]
-        found = found or [(i, info) for i, info in devices if spec.lower() in info["name"].lower()]
-    if len(found) == 1:
-        return found[0]
-    what = "several input devices match" if found else "no input device matches"
-    raise EdgefusionError(f"{what} {device!r}; {_describe(devices)}")
-
-
-# -- time stamps -----------------------------------------------------------------------------------
-
-
-def resolve_device(pyaudio, pa, cfg: MicrophoneConfig) -> tuple[int, dict, int]:
-    """(index, info, rate) of the configured input, or an EdgefusionError saying what is wrong:
-    no such device (with the list), too few channels, a rate it cannot give."""
-    index, info = select_input_device(pa, cfg.device)
-    rate = cfg.rate or int(info["defaultSampleRate"])
-    name = f"input device {index} {info['name']!r}"
-    if cfg.channels > info["maxInputChannels"]:
-        raise EdgefusionError(f"{name} has {info['maxInputChannels']} input channels, not {cfg.channels}")
-    with library_output() as out:
-        try:
-            pa.is_format_supported(rate, input_device=index, input_channels=cfg.channels, input_format=pyaudio.paInt16)
-        except ValueError as err:
-            raise EdgefusionError(
-                f"{name} cannot capture {cfg.channels} ch of 16-bit audio at {rate} Hz ({err.args[0]}; its default"
-                f" rate is {info['defaultSampleRate']:.0f} Hz: set rate = 0 to use it){out.why()}"
-            ) from None
-    return index, info, rate
-
-
-def check_device(cfg: MicrophoneConfig) -> None:
-    """Before a run: the device the config names (or its rate) must be there and able."""
-    pyaudio = import_pyaudio()
-    with library_output():
-        pa = pyaudio.PyAudio()
-    try:
-        resolve_device(pyaudio, pa, cfg)
-    finally:
-        pa.terminate()
-
-
-class BlockClock:
-    """When a callback block's first sample was captured, on time.monotonic()'s clock.
-
-    PortAudio gives the ADC time of the block's first sample on the stream's clock; the offset
-    from that clock to time.monotonic() is measured around the open. On Linux the stream's clock
-    is the wall clock (CLOCK_REALTIME), which an NTP step moves: the callback's "current time"
-    then disagrees with its arrival by more than any scheduling delay, and the offset is measured
-    again from the two.
-
-    The ADC time is used only where it is believable, else the block's arrival less its duration
-    (late by the callback's latency, a few ms, never early). Not believable: 0 (some host APIs and
-    PulseAudio setups leave it unset); a block that waited longer than the stream's buffer could
-    hold it; or an ADC time that does not advance by the previous block's duration. Measured
-    through ALSA's pulse plugin: for the first ~1.3 s of a stream it reports 0.6 s of delay that
-    then shrinks twice as fast as time passes, and afterwards single blocks 10-30 ms early.
-    """
-
-    STEP_S = 0.5  # a disagreement between the stream's clock and arrival larger than jitter can be
-    TOLERANCE_S = 0.003
-
-    def __init__(self, rate: float, offset_s: float, max_wait_s: float):
-        self.rate, self.offset_s, self.max_wait_s = rate, offset_s, max_wait_s
-        self._next_adc: float | None = None
-
-    def first_sample(self, frames: int, adc: float, now: float, arrival: float) -> float:
-        if now > 0 and abs(now + self.offset_s - arrival) > self.STEP_S:
-            self.offset_s = arrival - now
-        duration = frames / self.rate
-        expected, self._next_adc = self._next_adc, adc + duration
-        by_arrival = arrival - duration
-        t = adc + self.offset_s
-        steady = expected is not None and abs(adc - expected) <= self.TOLERANCE_S
-        if adc > 0 and steady and -self.TOLERANCE_S <= by_arrival - t <= self.max_wait_s:
-            return t
-        return by_arrival
 
 
 class _ToModelRate:
@@ -248,9 +45,6 @@ class _ToModelRate:
     def __call__(self, block: np.ndarray, t_end: float) -> tuple[np.ndarray, float]:
         out = self._stream.resample_chunk(block)
         return out, t_end - self._stream.delay() / self.model_rate
-
-
-# -- the sensor ------------------------------------------------------------------------------------
 
 
 class PyAudioMicrophone(MicrophoneSensor):
