@@ -32,7 +32,7 @@ from edgefusion.config import Config
 from edgefusion.modalities import ModalitySpec
 from edgefusion.sensors.base import FROZEN_AUDIO_AFTER, FROZEN_DEPTH, SampleGuard
 from edgefusion.sensors.microphone import MicrophoneSensor
-from edgefusion.sensors.simulated import Scenario, scenario_track
+from edgefusion.sim.simulated import Scenario, scenario_track
 from edgefusion.sync import Synchronizer
 from edgefusion.task import SAMPLE_RATE
 
@@ -116,8 +116,8 @@ def through_pulse(trials: int, max_age_s: float) -> list[float]:
     """The same fault played into a private PulseAudio's null sink and captured by the PortAudio
     driver (16 kHz, and 48 kHz resampled by soxr), polled at 30 Hz: seconds from when the first
     stuck block was due at the sink to the first poll with no window within max_age."""
-    from edgefusion.sensors.pulse import PulseServer, Speaker
-    from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
+    from edgefusion.sensors.microphone import MicrophoneConfig, PyAudioMicrophone
+    from edgefusion.sim.pulse import PulseServer, Speaker
 
     times = []
     with PulseServer(sink="edgefusion_bench") as server:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from edgefusion.export.evaluate import monolithic_logits
+from edgefusion.export.graph_eval import monolithic_logits
 
 from edgefusion.evaluate import NOISE_LEVELS, noisy
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name

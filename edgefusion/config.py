@@ -15,7 +15,7 @@ from typing import Any
 
 from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.modalities import STREAMS
-from edgefusion.sensors.pyaudio_mic import MicrophoneConfig
+from edgefusion.sensors.microphone import MicrophoneConfig
 from edgefusion.sensors.realsense import RealSenseConfig
 from edgefusion.service.telemetry import ThermalPolicy
 

@@ -178,7 +178,7 @@ def _microphones(cfg) -> Check:
             "pyaudio unavailable: no microphone can be used",
             f"apt-get install portaudio19-dev; {SENSORS_FIX}",
         )
-    from edgefusion.sensors.pyaudio_mic import check_device, import_pyaudio, input_devices, library_output
+    from edgefusion.sensors.microphone import check_device, import_pyaudio, input_devices, library_output
 
     pyaudio = import_pyaudio()
     with library_output():

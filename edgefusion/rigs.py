@@ -47,9 +47,7 @@ def make_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...]) -> R
     if kind == "simulated":
         return _simulated(cfg, specs, labels)
     if kind == "virtual":
-        from edgefusion.sensors.virtual import virtual_rig
-
-        return virtual_rig(cfg, specs, labels, stream_faults(cfg.source.faults, specs))
+        return _virtual(cfg, specs, labels)
     if kind == "realsense":
         return _devices(cfg, specs)
     if kind == "replay":
@@ -91,7 +89,7 @@ def scenario_truth(scenario, labels: tuple[str, ...]) -> Truth | None:
 
 
 def _simulated(cfg, specs: tuple[ModalitySpec, ...], labels) -> Rig:
-    from edgefusion.sensors.simulated import simulated_rig
+    from edgefusion.sim.simulated import simulated_rig
 
     rig = simulated_rig(specs, cfg.source.seed, stream_faults(cfg.source.faults, specs))
     for m, sensor in rig.sensors.items():
@@ -103,6 +101,14 @@ def _simulated(cfg, specs: tuple[ModalitySpec, ...], labels) -> Rig:
         scenario_truth(rig.scenario, labels),
         facts={"source": "simulated", "seed": cfg.source.seed, "faults": cfg.source.faults},
     )
+
+
+def _virtual(cfg, specs: tuple[ModalitySpec, ...], labels) -> Rig:
+    from edgefusion.sim.virtual import virtual_rig
+
+    rig = virtual_rig(cfg, specs, stream_faults(cfg.source.faults, specs))
+    facts = {"source": "virtual", "seed": cfg.source.seed, "faults": cfg.source.faults}
+    return Rig("virtual", rig.sensors, rig.start, scenario_truth(rig.scenario, labels), rig.close, facts=facts)
 
 
 def _devices(cfg, specs: tuple[ModalitySpec, ...]) -> Rig:
@@ -131,7 +137,7 @@ def _devices(cfg, specs: tuple[ModalitySpec, ...]) -> Rig:
         sensors.update(RealSenseCamera(cfg.camera, sizes).sources)
     audio = by_stream.get("audio")
     if audio is not None:
-        from edgefusion.sensors.pyaudio_mic import PyAudioMicrophone, check_device, import_pyaudio
+        from edgefusion.sensors.microphone import PyAudioMicrophone, check_device, import_pyaudio
 
         import_pyaudio()
         if cfg.microphone.device or cfg.microphone.rate:

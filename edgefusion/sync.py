@@ -7,7 +7,7 @@ non-finite and frozen samples on their own threads), and *fresh* when that sampl
 fed before: only fresh modalities are copied into the backend and re-encoded. The audio window
 is the microphone's newest window: a new one every hop (0.1 s), so it ends at most one hop (plus
 one 10 ms capture block) before the tick; its age limit bounds that. A window of digital silence
-is absent (microphone.py says why).
+is absent (microphone/sensor.py says why).
 
 A sample whose data is a view into a buffer its capture thread goes on writing (the
 microphone's ring) is checked after the copy; a torn copy is retried on the newest sample, and

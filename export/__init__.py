@@ -28,7 +28,7 @@ _PUBLIC = {
     "LowRankFusion": "edgefusion.export.api",
     "Modality": "edgefusion.export.api",
     "random_presence": "edgefusion.export.api",
-    "export_bundle": "edgefusion.export.bundle",
+    "export_bundle": "edgefusion.export.bundling",
 }
 __all__ = ["FUSION_KINDS", *_PUBLIC]
 

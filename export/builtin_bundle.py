@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from edgefusion.calibration.int8_set import CalibrationSet
-from edgefusion.export import dataset
+from edgefusion.export import task_data
 from edgefusion.export.api import LowRankFusion, Modality
-from edgefusion.export.bundle import export_bundle
+from edgefusion.export.bundling import export_bundle
 from edgefusion.export.compare import graph_digests
 from edgefusion.export.models.encoders import LogMelFrontEnd
 from edgefusion.export.models.model import BUILT_IN_KEEP_FP32
@@ -56,7 +56,7 @@ def built_in_modalities(frontend: LogMelFrontEnd) -> dict[str, Modality]:
 
 
 def heldout_description(n: int) -> dict:
-    return {"task_seed": dataset.HELDOUT_SEED, "samples": n}
+    return {"task_seed": task_data.HELDOUT_SEED, "samples": n}
 
 
 def build_bundle(runs: Path, dest: Path, report: dict, name: str, calib: CalibrationSet, warn=None) -> Path:
@@ -86,11 +86,11 @@ def build_bundle(runs: Path, dest: Path, report: dict, name: str, calib: Calibra
         )
     heldout = report.get("heldout", {})
     size = heldout.get("samples")
-    if type(size) is not int or heldout.get("task_seed") != dataset.HELDOUT_SEED:
+    if type(size) is not int or heldout.get("task_seed") != task_data.HELDOUT_SEED:
         raise EdgefusionError(
             "the compare report names no held-out sample count; run `edgefusion-export compare` again"
         )
-    data = dataset.load(dataset.HELDOUT_SEED, size)
+    data = task_data.load(task_data.HELDOUT_SEED, size)
     model = LowRankFusion.from_parts(fm.encoders, fm.fusion)
     training = {k: v for k, v in ckpt["training"].items() if k != "history"}
     return export_bundle(

@@ -193,13 +193,13 @@ def _trained_kinds(runs: Path) -> list[str]:
 
 
 def _compare(args) -> None:
-    from edgefusion.export import dataset
+    from edgefusion.export import task_data
     from edgefusion.export.builtin_bundle import heldout_description
     from edgefusion.export.compare import compare, render_table
 
     kinds = args.fusion or _trained_kinds(args.runs)
     size = args.heldout_size or _previous_heldout_size(args.runs) or HELDOUT_SIZE
-    data = dataset.load(dataset.HELDOUT_SEED, size)
+    data = task_data.load(task_data.HELDOUT_SEED, size)
     report = compare(args.runs, kinds, data, heldout_description(size))
     with atomic_write(args.runs / "compare.json") as f:
         f.write(json.dumps(report, indent=1).encode())

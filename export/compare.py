@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from edgefusion.export.api import Modality
-from edgefusion.export.evaluate import SplitRunner, median_latency_ms, monolithic_logits, session
+from edgefusion.export.graph_eval import SplitRunner, median_latency_ms, monolithic_logits, session
 from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.train import logits_by_pattern

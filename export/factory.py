@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgefusion.export.bundle import export_bundle
+from edgefusion.export.bundling import export_bundle
 
 from edgefusion.backends.base import first_line
 from edgefusion.errors import EdgefusionError

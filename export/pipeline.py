@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from edgefusion.calibration.int8_set import CalibrationSet
-from edgefusion.export import dataset
+from edgefusion.export import task_data
 from edgefusion.export.models.model import FusionModel, ModelConfig
 from edgefusion.export.onnx_export import export_all, export_fusion_head
 from edgefusion.export.quantize import quantize_graph
@@ -28,7 +28,7 @@ from edgefusion.export.train import TrainConfig, accuracy_by_pattern, train
 
 from edgefusion.atomic import atomic_directory, atomic_write
 from edgefusion.errors import EdgefusionError
-from edgefusion.session.dataset import session_batch
+from edgefusion.session.examples import session_batch
 from edgefusion.task import INTENTS
 
 CALIBRATION_SAMPLES = 448  # 64 per presence pattern
@@ -55,14 +55,14 @@ def train_kind(
 ) -> Path:
     """Train on the built-in task, plus every labelled example of the recorded ``sessions``."""
     torch.set_num_threads(os.cpu_count() or 1)
-    data = dataset.load(dataset.TRAIN_SEED, sizes.train)
+    data = task_data.load(task_data.TRAIN_SEED, sizes.train)
     if sessions:
         recorded = _session_examples(tuple(sessions))
         log(f"adding {len(recorded)} examples from {len(sessions)} recorded session(s)")
-        data = dataset.concat([data, recorded])
-    heldout = dataset.load(dataset.HELDOUT_SEED, sizes.heldout)
+        data = task_data.concat([data, recorded])
+    heldout = task_data.load(task_data.HELDOUT_SEED, sizes.heldout)
     model = FusionModel(ModelConfig(fusion=kind))
-    log(f"training {kind} on {sizes.train} samples (seed {dataset.TRAIN_SEED})")
+    log(f"training {kind} on {sizes.train} samples (seed {task_data.TRAIN_SEED})")
     result = train(model, data, cfg, log=log)
     acc = accuracy_by_pattern(model, heldout)
     log(f"{kind} held-out accuracy (PyTorch fp32): " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
@@ -75,7 +75,7 @@ def train_kind(
             "model": model.to_dict(),
             "training": {
                 **cfg.to_dict(),
-                "train_seed": dataset.TRAIN_SEED,
+                "train_seed": task_data.TRAIN_SEED,
                 "train_samples": sizes.train,
                 "sessions": [str(p) for p in sessions],
                 "seconds": result["seconds"],
@@ -127,8 +127,8 @@ def calibration_set(sessions: tuple[Path, ...] = ()) -> CalibrationSet:
     if sessions:
         batch = session_batch(sessions, INTENTS, max_examples=CALIBRATION_SAMPLES)
         return CalibrationSet.from_batch(batch, f"{len(batch)} examples of sessions {', '.join(map(str, sessions))}")
-    batch = dataset.load(dataset.CALIBRATION_SEED, CALIBRATION_SAMPLES)
-    return CalibrationSet.from_batch(batch, f"built-in task, seed {dataset.CALIBRATION_SEED}")
+    batch = task_data.load(task_data.CALIBRATION_SEED, CALIBRATION_SAMPLES)
+    return CalibrationSet.from_batch(batch, f"built-in task, seed {task_data.CALIBRATION_SEED}")
 
 
 def quantize_kind(runs: Path, kind: str, calib: CalibrationSet) -> Path:

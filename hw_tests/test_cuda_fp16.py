@@ -20,7 +20,7 @@ CHECKPOINT = Path(os.environ.get("EDGEFUSION_CHECKPOINT", "runs/lmf/checkpoint.p
 
 
 def test_fp16_on_the_gpu_agrees_with_fp32_on_every_pattern():
-    from edgefusion.export import dataset
+    from edgefusion.export import task_data
     from edgefusion.export.models.model import to_fp16
     from edgefusion.export.pipeline import load_checkpoint
     from edgefusion.export.train import logits_by_pattern
@@ -28,7 +28,7 @@ def test_fp16_on_the_gpu_agrees_with_fp32_on_every_pattern():
     if not CHECKPOINT.exists():
         pytest.skip(f"no checkpoint at {CHECKPOINT}")
     model, _ = load_checkpoint(CHECKPOINT)
-    data = dataset.build(dataset.HELDOUT_SEED, 2000)
+    data = task_data.build(task_data.HELDOUT_SEED, 2000)
     ref = logits_by_pattern(model, data)  # fp32 on the CPU
     results = {}
     for name, tf32 in (("fp32_cuda_tf32", True), ("fp32_cuda_strict", False), ("fp16_cuda", False)):

@@ -49,7 +49,7 @@ def test_a_realsense_streams_aligned_metric_frames_on_the_monotonic_clock():
 
 def test_a_microphone_delivers_16_khz_windows_on_the_monotonic_clock():
     pytest.importorskip("pyaudio")
-    from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone, import_pyaudio, input_devices
+    from edgefusion.sensors.microphone import MicrophoneConfig, PyAudioMicrophone, import_pyaudio, input_devices
 
     pa = import_pyaudio().PyAudio()
     try:

@@ -89,7 +89,7 @@ def test_a_rate_the_microphone_cannot_give(tmp_path):
         pytest.skip("needs pulseaudio")
     import os
 
-    from edgefusion.sensors.pulse import PulseServer
+    from edgefusion.sim.pulse import PulseServer
 
     cfg = tmp_path / "robot.toml"
     cfg.write_text('[source]\nkind = "realsense"\n[microphone]\nrate = 1000000\n')

@@ -9,7 +9,7 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 from edgefusion.export.compare import full_scale_audio  # noqa: E402
-from edgefusion.export.evaluate import SplitRunner, monolithic_logits, session  # noqa: E402
+from edgefusion.export.graph_eval import SplitRunner, monolithic_logits, session  # noqa: E402
 from edgefusion.export.models.model import to_fp16  # noqa: E402
 from edgefusion.export.onnx_export import OPSET, TRT_OPS_FILE, graph_ops, trt_supported_ops  # noqa: E402
 

@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 
 import export_user_model as user  # noqa: E402
 from edgefusion.export import LowRankFusion, Modality, export_bundle, random_presence  # noqa: E402
-from edgefusion.export.bundle import bundle_contents  # noqa: E402
-from edgefusion.export.evaluate import SplitRunner, monolithic_logits, session  # noqa: E402
+from edgefusion.export.bundling import bundle_contents  # noqa: E402
+from edgefusion.export.graph_eval import SplitRunner, monolithic_logits, session  # noqa: E402
 from edgefusion.export.onnx_export import OPSET, graph_ops, trt_supported_ops  # noqa: E402
 from edgefusion.export.precision import to_half  # noqa: E402
 

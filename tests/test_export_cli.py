@@ -100,7 +100,7 @@ def test_user_errors_are_short_and_clear(tmp_path, args, message):
 @pytest.mark.parametrize("complete, warned", [(1 / 7, True), (0.18, True), (0.2, False), (0.99, False)])
 def test_a_bundle_near_chance_is_said_to_be(complete, warned):
     """Within 5 points of 1/7 with every sensor present: said."""
-    from edgefusion.export.bundle import near_chance_warning
+    from edgefusion.export.bundling import near_chance_warning
 
     warning = near_chance_warning(complete, 7)
     assert (warning is not None) == warned

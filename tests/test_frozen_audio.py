@@ -17,7 +17,7 @@ from waiting import wait_for
 
 from edgefusion.sensors.base import FROZEN_DEPTH, SensorState
 from edgefusion.sensors.microphone import SILENT_AFTER_S, MicrophoneSensor
-from edgefusion.sensors.simulated import Scenario, scenario_track
+from edgefusion.sim.simulated import Scenario, scenario_track
 from edgefusion.task import SAMPLE_RATE
 
 MAX_AGE_S = 0.25  # [sensors.audio] max_age_ms's default
@@ -153,8 +153,8 @@ def test_a_stuck_ring_played_into_a_real_capture_path_is_caught(rate, cycle):
     """The speaker plays the scenario's speech, then its last ``cycle`` 10 ms blocks for ever (a
     stuck DMA ring on the far side of a real PortAudio stream): the microphone stays OK, drops
     the repeated blocks and the audio is absent soon after."""
-    from edgefusion.sensors.pulse import PulseServer, Speaker
-    from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
+    from edgefusion.sensors.microphone import MicrophoneConfig, PyAudioMicrophone
+    from edgefusion.sim.pulse import PulseServer, Speaker
 
     frozen_at = []
 

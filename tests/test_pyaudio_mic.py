@@ -17,8 +17,7 @@ import pytest
 
 from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.sensors.base import Backoff, SensorState
-from edgefusion.sensors.pulse import PulseServer, Speaker
-from edgefusion.sensors.pyaudio_mic import (
+from edgefusion.sensors.microphone import (
     BlockClock,
     MicrophoneConfig,
     PyAudioMicrophone,
@@ -26,6 +25,7 @@ from edgefusion.sensors.pyaudio_mic import (
     library_output,
     select_input_device,
 )
+from edgefusion.sim.pulse import PulseServer, Speaker
 from edgefusion.task import SAMPLE_RATE
 from edgefusion.task.speech import synthesize_word
 
@@ -290,7 +290,7 @@ def test_audio_losses_are_counted_and_said_the_1st_2nd_4th_8th_time(capsys):
 def test_blocks_the_capture_thread_is_too_slow_for_are_dropped_counted_and_said(pulse, capsys):
     """A capture thread held up (here: not run at all) for longer than the callback's queue holds:
     PortAudio's thread goes on, drops what does not fit, and the next capture says so."""
-    from edgefusion.sensors.pyaudio_mic import QUEUE_S
+    from edgefusion.sensors.microphone import QUEUE_S
 
     mic = PyAudioMicrophone(MicrophoneConfig(device="pulse"), SAMPLE_RATE, 1.0, name="mic")
     mic._open()  # the stream runs; no capture thread takes its blocks

@@ -9,7 +9,7 @@ from edgefusion.modalities import MODALITIES, all_patterns
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
-from edgefusion.export.evaluate import session  # noqa: E402
+from edgefusion.export.graph_eval import session  # noqa: E402
 from edgefusion.export.onnx_export import graph_ops, trt_supported_ops  # noqa: E402
 from edgefusion.export.quantize import KEEP_FLOAT, QUANTIZED_OPS, quantize_graph  # noqa: E402
 

@@ -27,7 +27,7 @@ pytest.importorskip("pyaudio")
 if shutil.which("pulseaudio") is None or shutil.which("pacat") is None:
     pytest.skip("needs pulseaudio and pulseaudio-utils", allow_module_level=True)
 
-from edgefusion.sensors.pulse import KEEPER_PID_FILE, RUNTIME_PREFIX, PulseServer  # noqa: E402
+from edgefusion.sim.pulse import KEEPER_PID_FILE, RUNTIME_PREFIX, PulseServer  # noqa: E402
 
 TMP = Path(tempfile.gettempdir())
 PR_SET_CHILD_SUBREAPER = 36

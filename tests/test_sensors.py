@@ -11,7 +11,7 @@ from edgefusion.sensors.base import Backoff, Sensor, SensorGone, SensorState
 from edgefusion.sensors.faults import parse_faults
 from edgefusion.sensors.frames import depth_metres, depth_z16
 from edgefusion.sensors.microphone import AudioRing, MicrophoneSensor
-from edgefusion.sensors.simulated import Deliver, resample, simulated_rig
+from edgefusion.sim.simulated import Deliver, resample, simulated_rig
 from edgefusion.task import GESTURES
 from edgefusion.task.scenes import render_depth
 

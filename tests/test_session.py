@@ -168,7 +168,7 @@ def test_a_missing_session_folder_is_a_clear_error(tmp_path):
 
 
 def test_sessions_become_labelled_training_examples(recorded):
-    from edgefusion.session.dataset import session_batch
+    from edgefusion.session.examples import session_batch
     from edgefusion.task import INTENTS
 
     out, _ = recorded
@@ -191,7 +191,7 @@ def test_int8_calibrates_on_recorded_sessions(recorded, tmp_path):
     from edgefusion.export.quantize import quantize_graph
 
     from edgefusion.modalities import MODALITIES, all_patterns
-    from edgefusion.session.dataset import session_batch
+    from edgefusion.session.examples import session_batch
     from edgefusion.task import INTENTS
 
     out, _ = recorded
@@ -205,15 +205,15 @@ def test_int8_calibrates_on_recorded_sessions(recorded, tmp_path):
 
 def test_training_takes_recorded_sessions(recorded):
     pytest.importorskip("torch")
-    from edgefusion.export import dataset
+    from edgefusion.export import task_data
     from edgefusion.export.models.model import FusionModel, ModelConfig
     from edgefusion.export.train import TrainConfig, train
 
-    from edgefusion.session.dataset import session_batch
+    from edgefusion.session.examples import session_batch
     from edgefusion.task import INTENTS, generate
 
     out, _ = recorded
-    data = dataset.concat([generate(5, 32), session_batch([out], INTENTS)])
+    data = task_data.concat([generate(5, 32), session_batch([out], INTENTS)])
     model = FusionModel(ModelConfig(fusion="lmf"))
     result = train(model, data, TrainConfig(epochs=1, batch_size=16), log=lambda m: None)
     assert np.isfinite(result["history"][0]["loss"])

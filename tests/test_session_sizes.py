@@ -12,10 +12,10 @@ pytest.importorskip("pyrealsense2")
 soxr = pytest.importorskip("soxr")
 
 from edgefusion.sensors.base import SensorState  # noqa: E402
-from edgefusion.sensors.simulated import simulated_rig  # noqa: E402
 from edgefusion.session.layout import EVENTS_FILE, load_session  # noqa: E402
 from edgefusion.session.recorder import SessionRecorder  # noqa: E402
 from edgefusion.session.replay import replay_sources, replay_tick  # noqa: E402
+from edgefusion.sim.simulated import simulated_rig  # noqa: E402
 
 
 @pytest.fixture(scope="module")

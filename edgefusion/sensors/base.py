@@ -43,7 +43,7 @@ class Sample:
     # When the sample reached the sensor, on the same clock (None: not known, as in a replay). Age
     # is judged on this too: a positive offset must not keep a dead sensor's last sample young.
     arrived: float | None = None
-    # Digital silence (microphone.py): the device is fine, but the model must not take it as sound.
+    # Digital silence (microphone/sensor.py): the device is fine, but the model must not take it as sound.
     silent: bool = False
     # For data that is a view into a buffer the capture thread goes on writing (the microphone's
     # ring): True while ``data`` still holds what was published. Check it after copying out.
@@ -139,7 +139,7 @@ class SampleGuard:
 
     A constant audio block (digital silence from a muted input or an idle PulseAudio monitor, or
     a rail) repeats by nature: it is never taken for frozen; the microphone marks its windows
-    silent instead (microphone.py).
+    silent instead (microphone/sensor.py).
     """
 
     def __init__(self, valid: tuple[float, float], modality: str):

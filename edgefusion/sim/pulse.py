@@ -35,7 +35,7 @@ import numpy as np
 
 from edgefusion import log
 from edgefusion.errors import EdgefusionError
-from edgefusion.sensors.pulse_keeper import kill_group
+from edgefusion.sim.pulse_keeper import kill_group
 
 APT_PACKAGES = "apt-get install pulseaudio pulseaudio-utils libasound2-plugins"
 START_TIMEOUT_S = 10.0

@@ -28,7 +28,7 @@ import onnxruntime
 import torch
 from edgefusion.calibration.int8_set import CalibrationSet
 from edgefusion.export.api import LowRankFusion, Modality, check_name
-from edgefusion.export.evaluate import SplitRunner, monolithic_logits
+from edgefusion.export.graph_eval import SplitRunner, monolithic_logits
 from edgefusion.export.onnx_export import OPSET, export_split, module_path
 from edgefusion.export.precision import KeepSpec, kept_paths, to_half, under
 from edgefusion.export.quantize import QUANTIZED_OPS, quantize_graph
@@ -165,7 +165,7 @@ def _heldout(pairs: Iterable, modalities: Mapping[str, Modality], n_classes: int
 
 def _check_dynamic_batch(paths: Mapping[str, Path], modalities: Mapping[str, Modality]) -> None:
     """An encoder that fixes the batch size (``x.view(2, -1)``) traces fine and fails on the robot."""
-    from edgefusion.export.evaluate import session
+    from edgefusion.export.graph_eval import session
 
     for m, spec in modalities.items():
         sess = session(paths[m])
@@ -182,7 +182,7 @@ def _check_dynamic_batch(paths: Mapping[str, Path], modalities: Mapping[str, Mod
 def _check_fp16_finite(half: LowRankFusion, path: Mapping[str, Path], specs: Mapping[str, Modality]) -> None:
     """Full-scale input must stay finite in true fp16 arithmetic (PyTorch) and in the fp16 graph
     (ONNX Runtime's CPU kernels may compute in fp32 and hide an overflow the Jetson would hit)."""
-    from edgefusion.export.evaluate import session
+    from edgefusion.export.graph_eval import session
 
     for m, spec in specs.items():
         x = spec.extremes()

@@ -20,15 +20,18 @@ import itertools
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.modalities import ModalitySpec
+from edgefusion.sensors.base import SampleSource
 from edgefusion.sensors.faults import JUMP_S, Fault, active_fault
 from edgefusion.sensors.frames import CAMERAS
-from edgefusion.sensors.simulated import BLOCK_S, Deliver, RigClock, Scenario, scenario_track
+from edgefusion.sim.simulated import BLOCK_S, Deliver, RigClock, Scenario, scenario_track
 from edgefusion.task import GESTURES, OBJECTS
 from edgefusion.task.scenes import render_depth, render_rgb
 
@@ -171,16 +174,24 @@ def check_faults(faults: tuple[Fault, ...]) -> None:
         )
 
 
-def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...], faults: tuple[Fault, ...]):
+@dataclass(frozen=True)
+class VirtualRig:
+    """The parts ``rigs`` assembles into its ``Rig``: this module imports nothing from ``rigs``."""
+
+    scenario: Scenario
+    sensors: dict[str, SampleSource]  # by stream: only those the bundle's modalities use
+    start: Callable[[], float]  # starts the clock and the devices' feeders; returns t0
+    close: Callable[[], None]
+
+
+def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], faults: tuple[Fault, ...]) -> VirtualRig:
     """The devices of the streams ``specs`` use: a software RealSense with those camera streams
     (at their sizes, fed at the first camera modality's rate), a sound server at the audio
     modality's rate. ``faults`` are those of the streams used (``rigs.stream_faults``)."""
-    from edgefusion.rigs import Rig, scenario_truth
-
     check_faults(faults)
     scenario, clock = Scenario(cfg.source.seed), RigClock()
     by_stream = {s.sensor: s for s in specs}
-    sensors: dict = {}
+    sensors: dict[str, SampleSource] = {}
     parts: list = []  # started in this order, stopped in the reverse
     server = None
     cameras = [by_stream[m] for m in CAMERAS if m in by_stream]
@@ -198,8 +209,8 @@ def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...], f
         sensors.update(camera.sources)
         parts.append(_CameraFeeder(software, scenario, clock, faults, fps))
     if "audio" in by_stream:
-        from edgefusion.sensors.pulse import PulseServer, Speaker
-        from edgefusion.sensors.pyaudio_mic import MicrophoneConfig, PyAudioMicrophone
+        from edgefusion.sensors.microphone import MicrophoneConfig, PyAudioMicrophone
+        from edgefusion.sim.pulse import PulseServer, Speaker
 
         audio = by_stream["audio"]
         assert audio.sample_rate is not None and audio.window_s is not None  # the manifest's check
@@ -230,5 +241,4 @@ def virtual_rig(cfg, specs: tuple[ModalitySpec, ...], labels: tuple[str, ...], f
             if server is not None:
                 server.stop()
 
-    facts = {"source": "virtual", "seed": cfg.source.seed, "faults": cfg.source.faults}
-    return Rig("virtual", sensors, start, scenario_truth(scenario, labels), close, facts=facts)
+    return VirtualRig(scenario, sensors, start, close)
