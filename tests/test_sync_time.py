@@ -158,17 +158,22 @@ class _Burst(MicrophoneSensor):
 class _Preempted(_Burst):
     """The reading thread loses the CPU right after it was handed a window (a busy robot's
     scheduler, or the interpreter's switch interval) for as long as capture, draining its
-    backlog, takes to write over that window: at every other poll, so the retry of a torn copy
-    may find the CPU again."""
+    backlog, takes to write over that window: at every other poll that hands over a new window
+    (counted by window, not by poll, so a loaded machine's polls of an old window cannot fall
+    into step with the preempted ones), so the retry of a torn copy may find the CPU again."""
 
-    polls = 0
+    new_windows = 0
+    _last_seq = None
 
     def poll(self, max_age_s, now=None):
         got = super().poll(max_age_s, now)
-        self.polls += 1
-        if self.polls % 2:
-            overwritten = self._ring.written + self._ring.size - self._ring.window + 1
-            assert wait_for(lambda: self._ring.claimed >= overwritten, 5.0), "capture runs on"
+        sample = got[0]
+        if sample is not None and sample.seq != self._last_seq:
+            self._last_seq = sample.seq
+            self.new_windows += 1
+            if self.new_windows % 2:
+                overwritten = self._ring.written + self._ring.size - self._ring.window + 1
+                assert wait_for(lambda: self._ring.claimed >= overwritten, 5.0), "capture runs on"
         return got
 
 
