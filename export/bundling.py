@@ -28,16 +28,17 @@ import onnxruntime
 import torch
 from edgefusion.calibration.int8_set import CalibrationSet
 from edgefusion.export.api import LowRankFusion, Modality, check_name
-from edgefusion.export.graph_eval import SplitRunner, monolithic_logits
+from edgefusion.export.graph_eval import SplitRunner, monolithic_logits, rel_err
 from edgefusion.export.onnx_export import OPSET, export_split, module_path
 from edgefusion.export.precision import KeepSpec, kept_paths, to_half, under
 from edgefusion.export.quantize import QUANTIZED_OPS, quantize_graph
+from edgefusion.export.train import logits_by_pattern
 
 import edgefusion
 from edgefusion.backends.base import first_line
 from edgefusion.bundle import write_bundle
 from edgefusion.errors import EdgefusionError
-from edgefusion.modalities import all_patterns, pattern_name
+from edgefusion.modalities import pattern_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NEAR_CHANCE_POINTS = 0.05  # held-out accuracy this close to 1/n_classes: a model that learned nothing
@@ -196,24 +197,6 @@ def _check_fp16_finite(half: LowRankFusion, path: Mapping[str, Path], specs: Map
             )
 
 
-def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(a - ref).max() / (np.abs(ref).max() + 1e-12))
-
-
-def _torch_logits(model: LowRankFusion, data: Mapping[str, np.ndarray], chunk: int = 256) -> dict[str, np.ndarray]:
-    names = model.names
-    n = len(data[names[0]])
-    out = {}
-    with torch.no_grad():
-        h = {
-            m: torch.cat([model.encoders[m](torch.from_numpy(data[m][i : i + chunk])) for i in range(0, n, chunk)])
-            for m in names
-        }
-        for p in all_patterns(len(names)):
-            out[pattern_name(names, p)] = model.fusion(h, torch.tensor([p] * n, dtype=torch.float32)).numpy()
-    return out
-
-
 def _measure(graphs: dict, names: tuple[str, ...], data: dict, labels: np.ndarray | None, model) -> dict:
     """Accuracy (with labels) and agreement with fp32 per precision and presence pattern, run split
     in ONNX Runtime as the robot runs it; the fp32 checks against the monolithic graph and PyTorch."""
@@ -223,18 +206,18 @@ def _measure(graphs: dict, names: tuple[str, ...], data: dict, labels: np.ndarra
             absent = {m: z[m] for m in names}
         logits[prec] = SplitRunner(g, absent, names).logits_by_pattern(data)
     mono = monolithic_logits(graphs["fp32"]["monolithic"], data, names=names)
-    split_err = max(_rel_err(logits["fp32"][p], mono[p]) for p in mono)
+    split_err = max(rel_err(logits["fp32"][p], mono[p]) for p in mono)
     if split_err > SPLIT_TOLERANCE:
         raise EdgefusionError(
             f"the split graphs disagree with the monolithic graph (relative error {split_err:.2e}); "
             "an encoder must not depend on anything but its own input (no state kept between calls)"
         )
-    torch32 = _torch_logits(model, data)
+    torch32 = logits_by_pattern(model, data)
     result: dict[str, Any] = {
         "checks": {
             "split_vs_monolithic_rel_err": split_err,
             **({"fp16_full_scale_finite": True} if "fp16" in graphs else {}),
-            "ort_vs_torch_rel_err": max(_rel_err(logits["fp32"][p], torch32[p]) for p in torch32),
+            "ort_vs_torch_rel_err": max(rel_err(logits["fp32"][p], torch32[p]) for p in torch32),
         },
         "agreement_with_fp32": {},
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from edgefusion.export.api import Modality
-from edgefusion.export.graph_eval import SplitRunner, median_latency_ms, monolithic_logits, session
+from edgefusion.export.graph_eval import SplitRunner, median_latency_ms, monolithic_logits, rel_err, session
 from edgefusion.export.models.model import to_fp16
 from edgefusion.export.pipeline import kind_dir, load_checkpoint
 from edgefusion.export.train import logits_by_pattern
@@ -23,10 +23,6 @@ from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
 from edgefusion.task import AUDIO_WINDOW_S, HEIGHT, SAMPLE_RATE, WIDTH, TaskBatch
 
 PATTERNS = [pattern_name(MODALITIES, p) for p in all_patterns(len(MODALITIES))]
-
-
-def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(a - ref).max() / (np.abs(ref).max() + 1e-12))
 
 
 def _ort_logits(onnx_dir, kind: str, precision: str, data: TaskBatch) -> dict[str, np.ndarray]:
@@ -95,7 +91,7 @@ def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
     h = np.random.default_rng(0).standard_normal((1, model.config.dim)).astype(np.float32)
     feed = {"h_rgb": h, "h_depth": h, "h_audio": h, "present": np.ones((1, 3), np.float32)}
     checks = {
-        "ort_vs_torch_rel_err": max(_rel_err(logits["fp32"][p], torch32[p]) for p in PATTERNS),
+        "ort_vs_torch_rel_err": max(rel_err(logits["fp32"][p], torch32[p]) for p in PATTERNS),
         "fp16_onnx_vs_true_fp16_max_abs": max(float(np.abs(fp16_ort[p] - logits["fp16"][p]).max()) for p in PATTERNS),
         "fp16_full_scale_audio_finite": _fp16_full_scale_finite(model, onnx_dir),
     }
@@ -111,7 +107,7 @@ def compare_kind(runs, kind: str, data: TaskBatch) -> dict:
     }
     if kind == "lmf":
         mono = monolithic_logits(onnx_dir / "fp32" / "monolithic.onnx", data)
-        checks["split_vs_monolithic_rel_err"] = max(_rel_err(logits["fp32"][p], mono[p]) for p in PATTERNS)
+        checks["split_vs_monolithic_rel_err"] = max(rel_err(logits["fp32"][p], mono[p]) for p in PATTERNS)
         split_head = session(onnx_dir / "fp32" / "head.onnx", threads=1)
         with np.load(onnx_dir / "fp32" / "absent.npz") as z:
             pfeed = {f"p_{m}": z[m][None] for m in MODALITIES}

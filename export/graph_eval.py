@@ -30,6 +30,11 @@ def column(data: Data, name: str) -> np.ndarray:
     return data[name] if isinstance(data, Mapping) else getattr(data, name)
 
 
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    """The largest difference of ``a`` from ``ref``, relative to ``ref``'s largest magnitude."""
+    return float(np.abs(a - ref).max() / (np.abs(ref).max() + 1e-12))
+
+
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(i + size, n))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from edgefusion.export.api import pattern_weights
+from edgefusion.export.graph_eval import Data, column
 from edgefusion.export.models.model import FusionModel
 
 from edgefusion.modalities import MODALITIES, all_patterns, pattern_name
@@ -100,27 +101,27 @@ def train(model: FusionModel, data: TaskBatch, cfg: TrainConfig, log: Callable[[
 
 
 @torch.no_grad()
-def logits_by_pattern(
-    model: FusionModel, data: TaskBatch, chunk: int = 256, device: str = "cpu"
-) -> dict[str, np.ndarray]:
-    """Logits for every presence pattern, in the model's own precision (fp16 model: true fp16)
-    on ``device`` (the model must already be there).
+def logits_by_pattern(model, data: Data, chunk: int = 256, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Logits of ``model`` (the built-in FusionModel or a LowRankFusion) for every presence
+    pattern of its modalities, in its own precision (fp16 model: true fp16) on ``device`` (the
+    model must already be there).
 
     The encoders do not depend on the pattern, so each sample is embedded once.
     """
     model.eval()
-    h: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
-    for i in range(0, len(data), chunk):
-        sl = slice(i, i + chunk)
-        inputs = (torch.from_numpy(getattr(data, m)[sl]).to(device) for m in MODALITIES)
-        for m, x in model.embed(*inputs).items():
+    names = model.names
+    n = len(column(data, names[0]))
+    h: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+    for i in range(0, n, chunk):
+        inputs = {m: torch.from_numpy(column(data, m)[i : i + chunk]).to(device) for m in names}
+        for m, x in model.embed(inputs).items():
             h[m].append(x)
     emb = {m: torch.cat(v) for m, v in h.items()}
-    dtype = emb["rgb"].dtype
+    dtype = emb[names[0]].dtype
     out = {}
-    for p in all_patterns(len(MODALITIES)):
-        mask = torch.tensor([p] * len(data), dtype=dtype, device=device)
-        out[pattern_name(MODALITIES, p)] = model.fusion(emb, mask).float().cpu().numpy()
+    for p in all_patterns(len(names)):
+        mask = torch.tensor([p] * n, dtype=dtype, device=device)
+        out[pattern_name(names, p)] = model.fusion(emb, mask).float().cpu().numpy()
     return out
 
 

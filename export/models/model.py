@@ -50,15 +50,13 @@ class FusionModel(nn.Module):
         # Training-only cue classifiers (word, gesture, object): not part of any exported graph.
         self.aux = nn.ModuleDict({m: nn.Linear(config.dim, N_SYMBOLS) for m in MODALITIES})
 
-    def embed(self, rgb, depth, audio) -> dict[str, torch.Tensor]:
-        return {
-            "rgb": self.encoders["rgb"](rgb),
-            "depth": self.encoders["depth"](depth),
-            "audio": self.encoders["audio"](audio),
-        }
+    names = MODALITIES  # as LowRankFusion's: the modalities embed() and fusion take, in order
+
+    def embed(self, inputs) -> dict[str, torch.Tensor]:
+        return {m: self.encoders[m](inputs[m]) for m in MODALITIES}
 
     def forward(self, rgb, depth, audio, present) -> torch.Tensor:
-        return self.fusion(self.embed(rgb, depth, audio), present)
+        return self.fusion(self.embed({"rgb": rgb, "depth": depth, "audio": audio}), present)
 
     def to_dict(self) -> dict:
         return asdict(self.config)
