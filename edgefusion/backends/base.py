@@ -6,8 +6,10 @@ then per tick: the loop writes new sensor data into the backend's own input buff
 ``wait`` once. Nothing is allocated per tick.
 
 Per-modality caching lives here, behind the protocol: an encoder runs only when its modality
-has new data, its projection p_m stays in the buffer the head reads, and an absent modality's
-buffer holds the learned absent projection, written once when the modality goes away.
+has new data, and its projection p_m stays where the head reads it. Absence is a backend's own
+hook (``_bind_absent``), called once when a modality goes away: ONNX Runtime copies the learned
+absent projection into the buffer the head reads; TensorRT points the head's input at the absent
+projection kept on the device, so nothing is copied per change.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Backend(ABC):
         self.names = bundle.names  # the modalities, in the order of submit's masks
         self.stats = BackendStats(dict.fromkeys(self.names, 0))
         self._absent = bundle.absent(precision)
-        self._holds_absent = dict.fromkeys(self.names, True)
+        self._is_absent = dict.fromkeys(self.names, True)  # the head reads m's absent projection
         self._active = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -76,8 +78,8 @@ class Backend(ABC):
             self._deactivate_impl()
             raise
         for m in self.names:
-            np.copyto(self.projection(m), self._absent[m][None])
-        self._holds_absent = dict.fromkeys(self.names, True)
+            self._bind_absent(m)
+        self._is_absent = dict.fromkeys(self.names, True)
         self._active = True
 
     def _warm_tick(self) -> None:
@@ -87,14 +89,18 @@ class Backend(ABC):
             self.input_buffer(m).fill(0.0)
         where = f"bundle {self.bundle.root} ({self.precision}) on {self.name}"
         try:
-            self._enqueue_impl(list(self.names))
+            self._enqueue_impl(list(self.names), (True,) * len(self.names))
             logits, probs = self.wait()
         except Exception as err:  # a runtime's own exception types: the graph cannot run here
             raise BackendError(f"{where}: the warm-up tick failed: {first_line(err)}") from err
-        outputs = {**{f"the {m} projection": self.projection(m) for m in self.names}, "logits": logits, "probs": probs}
+        outputs = {**self._warm_outputs(), "logits": logits, "probs": probs}
         for what, out in outputs.items():
             if not np.isfinite(out).all():
                 raise BackendError(f"{where}: the warm-up tick gave non-finite {what}; export the bundle again")
+
+    def _warm_outputs(self) -> dict[str, np.ndarray]:
+        """What the warm tick checks besides the head's outputs, where a backend can see it on the host."""
+        return {}
 
     def deactivate(self) -> None:
         if self._active:
@@ -107,21 +113,21 @@ class Backend(ABC):
         buffer not yet encoded; ``present[i]``: modality i counts (else its absent projection is used)."""
         if not self._active:
             raise RuntimeError("submit() on an inactive backend: call activate() first")
-        run = []
         if len(fresh) != len(self.names) or len(present) != len(self.names):
             raise ValueError(
                 f"submit() takes one fresh and one present flag per modality ({', '.join(self.names)}), "
                 f"got {len(fresh)} and {len(present)}"
             )
+        run = []
         for m, is_fresh, is_present in zip(self.names, fresh, present):
             if not is_present:
-                if not self._holds_absent[m]:
-                    np.copyto(self.projection(m), self._absent[m][None])
-                    self._holds_absent[m] = True
-            elif is_fresh or self._holds_absent[m]:
+                if not self._is_absent[m]:
+                    self._bind_absent(m)
+                    self._is_absent[m] = True
+            elif is_fresh or self._is_absent[m]:  # back from absence: its buffer's sample is encoded again
                 run.append(m)
-                self._holds_absent[m] = False
-        self._enqueue_impl(run)
+                self._is_absent[m] = False
+        self._enqueue_impl(run, tuple(present))
         for m in run:
             self.stats.encoder_runs[m] += 1
         self.stats.head_runs += 1
@@ -137,10 +143,6 @@ class Backend(ABC):
     def input_buffer(self, modality: str) -> np.ndarray:
         """The host buffer (batch 1) that modality's encoder reads: write new data here."""
 
-    @abstractmethod
-    def projection(self, modality: str) -> np.ndarray:
-        """The host buffer holding p_m, which the head reads."""
-
     # -- what subclasses implement -----------------------------------------------------------------
     @abstractmethod
     def _activate_impl(self) -> None: ...
@@ -149,8 +151,13 @@ class Backend(ABC):
     def _deactivate_impl(self) -> None: ...
 
     @abstractmethod
-    def _enqueue_impl(self, encoders: list[str]) -> None:
-        """Run the listed encoders (writing their projections), then the head."""
+    def _enqueue_impl(self, encoders: list[str], present: tuple[bool, ...]) -> None:
+        """Run the listed encoders (writing their projections), then the head, which reads each
+        modality's projection where ``present`` says it counts, else its absent projection."""
+
+    @abstractmethod
+    def _bind_absent(self, modality: str) -> None:
+        """From now until its encoder runs again, the head reads ``modality``'s absent projection."""
 
     # -- helpers ---------------------------------------------------------------------------------
     def _input_shape(self, modality: str) -> tuple[int, ...]:

@@ -69,7 +69,7 @@ class OnnxRuntimeBackend(Backend):
         self._bindings.clear()
         self._sessions.clear()
 
-    def _enqueue_impl(self, encoders: list[str]) -> None:
+    def _enqueue_impl(self, encoders: list[str], present: tuple[bool, ...]) -> None:
         for m in encoders:
             self._sessions[m].run_with_iobinding(self._bindings[m], self._run_options)
         self._sessions["head"].run_with_iobinding(self._bindings["head"], self._run_options)
@@ -81,7 +81,14 @@ class OnnxRuntimeBackend(Backend):
         return self._inputs[modality]
 
     def projection(self, modality: str) -> np.ndarray:
+        """The host buffer holding p_m, which the head reads (the absent projection while absent)."""
         return self._proj[modality]
+
+    def _bind_absent(self, modality: str) -> None:
+        np.copyto(self._proj[modality], self._absent[modality][None])
+
+    def _warm_outputs(self) -> dict[str, np.ndarray]:
+        return {f"the {m} projection": self._proj[m] for m in self.names}
 
 
 def _bind(bind, name: str, buf: np.ndarray) -> None:
