@@ -1,0 +1,192 @@
+"""A bundle variant's TensorRT engines: from the cache where a plan is current, else built now
+(minutes, once); and what ``edgefusion engines build|list|clear`` do with the cache.
+
+One engine per modality encoder and one for the head. A cached plan that TensorRT will not load
+(it returns None, it does not raise: another TensorRT, a damaged file) is removed and built again
+once; a plan just built that still does not load is a BackendError, which the backend's fallback
+takes to the next precision. A cache the process cannot write is said once, at start, and the
+engines are built in memory: never a silent rebuild at every boot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from edgefusion import __version__, log
+from edgefusion.backends.base import BackendError
+from edgefusion.backends.tensorrt.build import build_plan, build_settings
+from edgefusion.backends.tensorrt.cache import EngineCache, gpu_facts, plan_key
+from edgefusion.backends.tensorrt.cuda.api import GpuInfo
+from edgefusion.backends.tensorrt.logger import trt_logger
+from edgefusion.backends.tensorrt.options import TensorRTOptions
+from edgefusion.backends.tensorrt.runtime_trt import import_tensorrt, trt_version
+from edgefusion.bundle import Bundle
+from edgefusion.service.notify import Notifier
+
+BUILD_TIMEOUT_S = 900  # systemd waits this much longer before each graph's build (EXTEND_TIMEOUT_USEC)
+
+
+@dataclass
+class Engines:
+    runtime: Any  # trt.Runtime: must outlive the engines
+    engines: dict[str, Any]  # graph role (each modality name, and "head") -> trt.ICudaEngine
+    built: list[str]  # roles built now
+    cached: list[str]  # roles loaded from the cache
+
+
+def roles(bundle: Bundle) -> tuple[str, ...]:
+    return (*bundle.names, "head")
+
+
+def key_facts(trt: Any, bundle: Bundle, precision: str, role: str, options: TensorRTOptions, gpu: GpuInfo) -> dict:
+    """Every input that makes a plan stale: the graph's bytes (its manifest sha256), the int8
+    calibration, TensorRT's version, the GPU, the precision and the builder's settings."""
+    rel = bundle.graph_path(precision, role).relative_to(bundle.root).as_posix()
+    calibration = bundle.manifest.get("calibration", {}).get("sha256") if precision == "int8" else None
+    return {
+        "graph_sha256": bundle.manifest["files"][rel]["sha256"],
+        "calibration_sha256": calibration,
+        "tensorrt": trt_version(trt),
+        "gpu": gpu_facts(gpu),
+        "precision": precision,
+        "builder": build_settings(trt, precision, options),
+    }
+
+
+def engine_cache(options: TensorRTOptions) -> EngineCache:
+    return EngineCache(options.cache_path(), options.max_cache_mb << 20)
+
+
+def load_engines(
+    trt: Any, bundle: Bundle, precision: str, options: TensorRTOptions, gpu: GpuInfo, build: bool = True
+) -> Engines:
+    logger = trt_logger(trt)
+    runtime = trt.Runtime(logger)
+    cache = engine_cache(options)
+    unwritable = cache.writable()
+    if unwritable and build:
+        log.warning(unwritable + "; building in memory for this run")
+    timing = cache.timing_cache(trt_version(trt), gpu)
+    out = Engines(runtime, {}, [], [])
+    for role in roles(bundle):
+        facts = key_facts(trt, bundle, precision, role, options, gpu)
+        key = plan_key(facts)
+        plan = cache.lookup(key)
+        engine = None if plan is None else runtime.deserialize_cuda_engine(plan)
+        if engine is not None:
+            out.engines[role] = engine
+            out.cached.append(role)
+            continue
+        if plan is not None:
+            log.warning(f"the cached TensorRT engine for {role} ({precision}) does not load; building it again")
+            cache.discard(key)
+        if not build:
+            raise BackendError(
+                f"no TensorRT engine for {role} ({precision}) of {bundle.root} in {cache.root}: "
+                f"build them with `edgefusion engines build --bundle {bundle.root} --precision {precision}`"
+            )
+        plan, timing, seconds = _build(trt, logger, bundle, precision, role, options, timing)
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            why = logger.last_error or "TensorRT logged no error"
+            raise BackendError(f"the TensorRT engine just built for {role} ({precision}) does not load: {why}")
+        if not unwritable:
+            cache.store(key, plan, _meta(bundle, precision, role, facts, seconds))
+            cache.store_timing_cache(trt_version(trt), gpu, timing)
+        out.engines[role] = engine
+        out.built.append(role)
+    return out
+
+
+def _build(
+    trt: Any, logger: Any, bundle: Bundle, precision: str, role: str, options: TensorRTOptions, timing: bytes | None
+) -> tuple[bytes, bytes, float]:
+    log.notice(f"building the TensorRT engine for {role} ({precision}) of {bundle.root}: this takes minutes, once")
+    Notifier().extend_timeout(BUILD_TIMEOUT_S)
+    start = time.monotonic()
+    plan, timing_out = build_plan(trt, logger, bundle.graph_bytes(precision, role), role, precision, options, timing)
+    seconds = time.monotonic() - start
+    log.notice(f"built the TensorRT engine for {role} ({precision}) in {seconds:.1f} s ({len(plan) / 1e6:.1f} MB)")
+    return plan, timing_out, seconds
+
+
+def _meta(bundle: Bundle, precision: str, role: str, facts: dict, seconds: float) -> dict:
+    return {
+        "facts": facts,
+        "bundle": {"name": bundle.manifest.get("name"), "root": str(bundle.root)},
+        "role": role,
+        "precision": precision,
+        "graph": bundle.graph_path(precision, role).relative_to(bundle.root).as_posix(),
+        "built_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "build_seconds": round(seconds, 3),
+        "edgefusion_version": __version__,
+    }
+
+
+# `edgefusion engines ...` ----------------------------------------------------------------------------
+def build_all(
+    bundle: Bundle, precisions: list[str], options: TensorRTOptions, gpu: GpuInfo | None = None
+) -> list[dict]:
+    """Build (or find current) every engine of each precision, as the service would at start;
+    one row per engine: precision, role, and whether it was built now or found in the cache."""
+    trt = import_tensorrt()
+    unwritable = engine_cache(options).writable()
+    if unwritable:  # a build no start will find is a lost build
+        raise BackendError(unwritable)
+    if gpu is None:
+        gpu = _this_gpu(options)
+    rows = []
+    for precision in precisions:
+        engines = load_engines(trt, bundle, precision, options, gpu)
+        rows += [{"precision": precision, "role": r, "how": "built"} for r in engines.built]
+        rows += [{"precision": precision, "role": r, "how": "cached"} for r in engines.cached]
+        del engines  # one variant's engines on the GPU at a time
+    return rows
+
+
+def _this_gpu(options: TensorRTOptions) -> GpuInfo:
+    from edgefusion.backends.tensorrt.cuda import open_cuda
+
+    cuda = open_cuda(options.cuda)
+    try:
+        return cuda.gpu()
+    finally:
+        cuda.close()
+
+
+def list_entries(options: TensorRTOptions) -> list[dict]:
+    return engine_cache(options).entries()
+
+
+def clear(options: TensorRTOptions, bundle_name: str | None = None) -> int:
+    return engine_cache(options).clear(bundle_name)
+
+
+def render_entries(entries: list[dict], root: str) -> str:
+    """``engines list`` as a table, least recently used first."""
+    if not entries:
+        return f"no TensorRT engines in {root}"
+    header = ("bundle", "role", "precision", "TensorRT", "GPU", "bytes", "built", "last used")
+    rows = [header]
+    for e in entries:
+        facts = e.get("facts", {})
+        gpu = facts.get("gpu", {})
+        cc = ".".join(str(n) for n in gpu.get("compute_capability", []))
+        rows.append(
+            (
+                str(e.get("bundle", {}).get("name")),
+                str(e.get("role")),
+                str(e.get("precision")),
+                str(facts.get("tensorrt")),
+                f"{gpu.get('name')} (sm {cc}, {gpu.get('sm_count')} SMs)",
+                str(e["bytes"]),
+                str(e.get("built_utc")),
+                e["last_used"],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([f"{len(entries)} TensorRT engines in {root}:", *lines])
