@@ -1,4 +1,4 @@
-"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, info).
+"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, info).
 
 ``--json`` wherever a command reports. This module parses and reports; a run is assembled in
 ``app.py``.
@@ -223,6 +223,27 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_engines(args) -> int:
+    from edgefusion.backends.tensorrt import engines
+    from edgefusion.config import load_config
+
+    cfg = load_config(args.config) if args.config else None
+    options = engines.cli_options(cfg, args.cache_dir, getattr(args, "workspace_mb", None))
+    root = str(options.cache_path())
+    if args.engines_command == "build":
+        bundle = load_bundle(args.bundle or (Path(cfg.runtime.bundle) if cfg and cfg.runtime.bundle else None))
+        precision = args.precision or (cfg.runtime.precision if cfg else "fp32")
+        rows = engines.build_all(bundle, list(bundle.precisions) if precision == "all" else [precision], options)
+        print(json.dumps(rows) if args.json else engines.render_built(rows, root))
+    elif args.engines_command == "list":
+        entries = engines.list_entries(options)
+        print(json.dumps(entries) if args.json else engines.render_entries(entries, root))
+    else:
+        removed = engines.clear(options, args.bundle)
+        print(f"removed {removed} TensorRT engines from {root}")
+    return 0
+
+
 def _describe_modality(spec) -> dict:
     """One modality as ``info`` shows it: its name, the stream feeding it, its input, its timing."""
     d = {"name": spec.name, "sensor": spec.sensor, "shape": list(spec.shape), "rate_hz": spec.rate_hz}
@@ -350,6 +371,37 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", type=new_file, default=None, help="write the noise curves as a PNG (needs matplotlib)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_eval)
+
+    sp = sub.add_parser(
+        "engines",
+        help="TensorRT engines: build them for a bundle, list or clear the cache",
+        description="TensorRT engines, cached in the service's state directory ([tensorrt] cache_dir)",
+    )
+    engines_sub = sp.add_subparsers(dest="engines_command", required=True)
+    for name, text in (
+        ("build", "build the bundle's engines where missing or stale (minutes per graph, once)"),
+        ("list", "the cached engines: bundle, graph, precision, TensorRT, GPU, size, built, last used"),
+        ("clear", "remove cached engines (every one, or one bundle's)"),
+    ):
+        esp = engines_sub.add_parser(name, help=text, description=text)
+        esp.add_argument("--config", type=existing_file, default=None, help="take [tensorrt] and [runtime] from it")
+        esp.add_argument("--cache-dir", default=None, help="the engine cache (default: [tensorrt] cache_dir)")
+        if name == "build":
+            esp.add_argument(
+                "--bundle", type=Path, default=None, help="bundle folder (default: the config's, or the demo)"
+            )
+            esp.add_argument(
+                "--precision",
+                choices=(*PRECISIONS, "all"),
+                default=None,
+                help="the variant to build, or all (default: the config's [runtime] precision, else fp32)",
+            )
+            esp.add_argument("--workspace-mb", type=number(1, 1 << 20, integer=True), default=None)
+        if name == "clear":
+            esp.add_argument("--bundle", default=None, metavar="NAME", help="only this bundle's (its manifest name)")
+        if name != "clear":
+            esp.add_argument("--json", action="store_true")
+        esp.set_defaults(fn=cmd_engines)
 
     sp = add("info", "verify a bundle and describe it")
     sp.add_argument("--json", action="store_true")

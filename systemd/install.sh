@@ -108,18 +108,25 @@ fi
 run install -d -m 0750 "$STATE"
 run install -D -m 0644 "$SRC/systemd/edgefusion.service" "$UNIT"
 
-# TensorRT engines are built here, where TensorRT is: the seam for the TensorRT backend.
-if "$PREFIX/venv/bin/python" -c "import tensorrt" 2>/dev/null; then
-    echo "TensorRT found: engines will be built into $STATE/engines once the TensorRT backend exists"
-fi
-
 if [ -z "$ROOT" ]; then
     run chown -R "root:$SERVICE_USER" "$CONF"
     run chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
+    # TensorRT engines for the config's bundle and precision, built now (minutes per graph, once)
+    # rather than at the service's first start; as the service user, with the state directory the
+    # unit gives it (StateDirectory=edgefusion), so the service finds them and can replace them.
+    # The venv sees the system's site-packages, so python3 finds TensorRT where the venv will.
+    if python3 -c 'import tensorrt' 2>/dev/null; then
+        run runuser -u "$SERVICE_USER" -- env -C "$STATE" STATE_DIRECTORY="$STATE" \
+            "$PREFIX/venv/bin/edgefusion" engines build --config "$CONF/edgefusion.toml" ||
+            echo "install.sh: note: the TensorRT engine build failed (above): the service builds or falls back at start" >&2
+    else
+        echo "TensorRT not found (python3 -c 'import tensorrt'): no engines built; the tensorrt backend falls back to onnxruntime"
+    fi
     run systemctl daemon-reload
     run systemctl enable edgefusion.service
     run systemctl restart edgefusion.service
     echo "installed: systemctl status edgefusion; journalctl -u edgefusion -f"
 else
     echo "staged into $ROOT: owners to set on the robot: root:$SERVICE_USER $CONF, $SERVICE_USER:$SERVICE_USER $STATE"
+    echo "TensorRT engines are not built into a staging root: the robot's own install (or \`edgefusion engines build\`, or the service's first start) builds them"
 fi

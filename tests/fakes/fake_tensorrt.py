@@ -346,9 +346,9 @@ class Builder:
             shapes = [p.shapes.get(t.name) for p in config.profiles]
             if not shapes or any(s is None for s in shapes):
                 return f"Network has dynamic or shape inputs, but no optimization profile has been defined ({t.name})"
-            for lo, opt, hi in shapes:
-                if not (len(lo) == len(t.shape) and all(d in (-1, a) for d, a in zip(t.shape, lo))):
-                    return f"the profile's shape {tuple(lo)} for {t.name} does not fit {tuple(t.shape)}"
+            for shape in (s for triple in shapes for s in triple):
+                if not (len(shape) == len(t.shape) and all(d in (-1, a) and a > 0 for d, a in zip(t.shape, shape))):
+                    return f"the profile's shape {tuple(shape)} for {t.name} does not fit {tuple(t.shape)}"
         return None
 
 

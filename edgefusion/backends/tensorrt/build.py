@@ -97,12 +97,15 @@ def _batch_one_profile(
     """Engines run at batch 1 (the loop's one tick): the manifest's symbolic batch axis, and any
     other free axis, becomes 1 in a profile whose min, opt and max are all that shape."""
     inputs: list[tensorrt.ITensor] = [network.get_input(i) for i in range(network.num_inputs)]
-    if all(d >= 0 for t in inputs for d in t.shape):
+    shapes = {
+        t.name: [t.shape[i] for i in range(len(t.shape))] for t in inputs
+    }  # Dims: a tuple, typed without __iter__
+    if all(d >= 0 for dims in shapes.values() for d in dims):
         return  # a static network takes no profile
     profile: tensorrt.IOptimizationProfile = builder.create_optimization_profile()
-    for t in inputs:
-        shape = trt.Dims([1 if d < 0 else d for d in t.shape])
-        profile.set_shape(t.name, shape, shape, shape)
+    for name, dims in shapes.items():
+        shape = trt.Dims([1 if d < 0 else d for d in dims])
+        profile.set_shape(name, shape, shape, shape)
     config.add_optimization_profile(profile)
 
 

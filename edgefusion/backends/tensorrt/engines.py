@@ -11,9 +11,9 @@ engines are built in memory: never a silent rebuild at every boot.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefusion import __version__, log
 from edgefusion.backends.base import BackendError
@@ -25,6 +25,9 @@ from edgefusion.backends.tensorrt.options import TensorRTOptions
 from edgefusion.backends.tensorrt.runtime_trt import import_tensorrt, trt_version
 from edgefusion.bundle import Bundle
 from edgefusion.service.notify import Notifier
+
+if TYPE_CHECKING:
+    import tensorrt
 
 BUILD_TIMEOUT_S = 900  # systemd waits this much longer before each graph's build (EXTEND_TIMEOUT_USEC)
 
@@ -64,7 +67,7 @@ def load_engines(
     trt: Any, bundle: Bundle, precision: str, options: TensorRTOptions, gpu: GpuInfo, build: bool = True
 ) -> Engines:
     logger = trt_logger(trt)
-    runtime = trt.Runtime(logger)
+    runtime: tensorrt.Runtime = trt.Runtime(logger)
     cache = engine_cache(options)
     unwritable = cache.writable()
     if unwritable and build:
@@ -75,7 +78,7 @@ def load_engines(
         facts = key_facts(trt, bundle, precision, role, options, gpu)
         key = plan_key(facts)
         plan = cache.lookup(key)
-        engine = None if plan is None else runtime.deserialize_cuda_engine(plan)
+        engine: tensorrt.ICudaEngine | None = None if plan is None else runtime.deserialize_cuda_engine(plan)
         if engine is not None:
             out.engines[role] = engine
             out.cached.append(role)
@@ -127,6 +130,17 @@ def _meta(bundle: Bundle, precision: str, role: str, facts: dict, seconds: float
 
 
 # `edgefusion engines ...` ----------------------------------------------------------------------------
+def cli_options(cfg: Any, cache_dir: str | None, workspace_mb: int | None) -> TensorRTOptions:
+    """The config's ``[tensorrt]`` (defaults without a config, or before the config has that
+    table), with the command line's ``--cache-dir`` and ``--workspace-mb`` over it."""
+    options = getattr(cfg, "tensorrt", None) or TensorRTOptions()
+    if cache_dir is not None:
+        options = replace(options, cache_dir=cache_dir)
+    if workspace_mb is not None:
+        options = replace(options, workspace_mb=workspace_mb)
+    return options
+
+
 def build_all(
     bundle: Bundle, precisions: list[str], options: TensorRTOptions, gpu: GpuInfo | None = None
 ) -> list[dict]:
@@ -190,3 +204,9 @@ def render_entries(entries: list[dict], root: str) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join([f"{len(entries)} TensorRT engines in {root}:", *lines])
+
+
+def render_built(rows: list[dict], root: str) -> str:
+    built = sum(r["how"] == "built" for r in rows)
+    lines = [f"{r['precision']:<5} {r['role']:<12} {r['how']}" for r in rows]
+    return "\n".join([*lines, f"{built} built, {len(rows) - built} already current, in {root}"])
