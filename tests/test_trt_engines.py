@@ -373,3 +373,31 @@ def test_the_logger_keeps_errors_and_warnings_and_drops_the_chatter(trt, capsys)
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["edgefusion: TensorRT: weights of layer 3 out of range", "edgefusion: TensorRT: out of memory"]
     assert logger.last_error == "out of memory"
+
+
+def test_systemd_is_told_to_wait_before_each_build_and_not_for_a_hit(trt, tiny, options, tmp_path, monkeypatch):
+    import socket
+
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+
+    def received() -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return out
+
+    try:
+        load_engines(trt, tiny, "fp32", options, GPU)
+        sent = received()
+        assert len(sent) == 3 and all(m.startswith("EXTEND_TIMEOUT_USEC=") for m in sent)
+        assert int(sent[0].split("=")[1]) >= 60 * 10**6  # minutes, in microseconds
+        load_engines(trt, tiny, "fp32", options, GPU)
+        assert received() == []
+    finally:
+        sock.close()

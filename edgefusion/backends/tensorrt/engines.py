@@ -66,54 +66,73 @@ def engine_cache(options: TensorRTOptions) -> EngineCache:
 def load_engines(
     trt: Any, bundle: Bundle, precision: str, options: TensorRTOptions, gpu: GpuInfo, build: bool = True
 ) -> Engines:
-    logger = trt_logger(trt)
-    runtime: tensorrt.Runtime = trt.Runtime(logger)
-    cache = engine_cache(options)
-    unwritable = cache.writable()
-    if unwritable and build:
-        log.warning(unwritable + "; building in memory for this run")
-    timing = cache.timing_cache(trt_version(trt), gpu)
-    out = Engines(runtime, {}, [], [])
-    for role in roles(bundle):
-        facts = key_facts(trt, bundle, precision, role, options, gpu)
+    loader = _Loader(trt, bundle, precision, options, gpu)
+    if loader.unwritable and build:
+        log.warning(loader.unwritable + "; building in memory for this run")
+    try:
+        for role in roles(bundle):
+            loader.load(role, build)
+    finally:
+        loader.notifier.close()
+    return loader.out
+
+
+class _Loader:
+    """One variant's engines, role by role: the cache, the builder's timing cache carried from
+    one build to the next, and systemd told to wait before each build."""
+
+    def __init__(self, trt: Any, bundle: Bundle, precision: str, options: TensorRTOptions, gpu: GpuInfo):
+        self.trt, self.bundle, self.precision, self.options, self.gpu = trt, bundle, precision, options, gpu
+        self.logger = trt_logger(trt)
+        runtime: tensorrt.Runtime = trt.Runtime(self.logger)
+        self.runtime = runtime
+        self.cache = engine_cache(options)
+        self.unwritable = self.cache.writable()
+        self.timing = self.cache.timing_cache(trt_version(trt), gpu)
+        self.notifier = Notifier()
+        self.out = Engines(runtime, {}, [], [])
+
+    def load(self, role: str, build: bool) -> None:
+        precision, cache = self.precision, self.cache
+        facts = key_facts(self.trt, self.bundle, precision, role, self.options, self.gpu)
         key = plan_key(facts)
         plan = cache.lookup(key)
-        engine: tensorrt.ICudaEngine | None = None if plan is None else runtime.deserialize_cuda_engine(plan)
+        engine: tensorrt.ICudaEngine | None = None if plan is None else self.runtime.deserialize_cuda_engine(plan)
         if engine is not None:
-            out.engines[role] = engine
-            out.cached.append(role)
-            continue
+            self.out.engines[role] = engine
+            self.out.cached.append(role)
+            return
         if plan is not None:
             log.warning(f"the cached TensorRT engine for {role} ({precision}) does not load; building it again")
             cache.discard(key)
         if not build:
             raise BackendError(
-                f"no TensorRT engine for {role} ({precision}) of {bundle.root} in {cache.root}: "
-                f"build them with `edgefusion engines build --bundle {bundle.root} --precision {precision}`"
+                f"no current TensorRT engine for {role} ({precision}) of {self.bundle.root} in {cache.root}: "
+                f"build them with `edgefusion engines build --bundle {self.bundle.root} --precision {precision}`"
             )
-        plan, timing, seconds = _build(trt, logger, bundle, precision, role, options, timing)
-        engine = runtime.deserialize_cuda_engine(plan)
+        plan, seconds = self._build(role)
+        engine = self.runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            why = logger.last_error or "TensorRT logged no error"
+            why = self.logger.last_error or "TensorRT logged no error"
             raise BackendError(f"the TensorRT engine just built for {role} ({precision}) does not load: {why}")
-        if not unwritable:
-            cache.store(key, plan, _meta(bundle, precision, role, facts, seconds))
-            cache.store_timing_cache(trt_version(trt), gpu, timing)
-        out.engines[role] = engine
-        out.built.append(role)
-    return out
+        if not self.unwritable:
+            cache.store(key, plan, _meta(self.bundle, precision, role, facts, seconds))
+            cache.store_timing_cache(trt_version(self.trt), self.gpu, self.timing or b"")
+        self.out.engines[role] = engine
+        self.out.built.append(role)
 
-
-def _build(
-    trt: Any, logger: Any, bundle: Bundle, precision: str, role: str, options: TensorRTOptions, timing: bytes | None
-) -> tuple[bytes, bytes, float]:
-    log.notice(f"building the TensorRT engine for {role} ({precision}) of {bundle.root}: this takes minutes, once")
-    Notifier().extend_timeout(BUILD_TIMEOUT_S)
-    start = time.monotonic()
-    plan, timing_out = build_plan(trt, logger, bundle.graph_bytes(precision, role), role, precision, options, timing)
-    seconds = time.monotonic() - start
-    log.notice(f"built the TensorRT engine for {role} ({precision}) in {seconds:.1f} s ({len(plan) / 1e6:.1f} MB)")
-    return plan, timing_out, seconds
+    def _build(self, role: str) -> tuple[bytes, float]:
+        where = f"{role} ({self.precision}) of {self.bundle.root}"
+        log.notice(f"building the TensorRT engine for {where}: this takes minutes, once")
+        self.notifier.extend_timeout(BUILD_TIMEOUT_S)
+        start = time.monotonic()
+        onnx = self.bundle.graph_bytes(self.precision, role)
+        plan, self.timing = build_plan(self.trt, self.logger, onnx, role, self.precision, self.options, self.timing)
+        seconds = time.monotonic() - start
+        log.notice(
+            f"built the TensorRT engine for {role} ({self.precision}) in {seconds:.1f} s ({len(plan) / 1e6:.1f} MB)"
+        )
+        return plan, seconds
 
 
 def _meta(bundle: Bundle, precision: str, role: str, facts: dict, seconds: float) -> dict:
