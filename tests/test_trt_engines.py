@@ -113,14 +113,14 @@ def test_the_demo_bundle_builds_in_every_precision(trt, demo, options):
 @pytest.mark.parametrize(
     ("version", "precision", "strongly_typed", "flags"),
     [
-        ("10.13.0.35", "fp32", False, []),  # TF32 cleared: fp32 means fp32
-        ("10.13.0.35", "fp16", True, ["TF32"]),
-        ("10.13.0.35", "int8", True, ["TF32"]),
+        ("10.13.0.35", "fp32", False, []),  # TF32 (on by default) cleared: float32 means float32
+        ("10.13.0.35", "fp16", True, []),
+        ("10.13.0.35", "int8", True, []),
         ("8.6.2", "fp32", False, []),
-        ("8.6.2", "fp16", False, ["FP16", "TF32"]),
-        ("8.6.2", "int8", False, ["FP16", "INT8", "TF32"]),
+        ("8.6.2", "fp16", False, ["FP16"]),
+        ("8.6.2", "int8", False, ["FP16", "INT8"]),
         ("11.0.0", "fp32", True, []),
-        ("11.0.0", "int8", True, ["TF32"]),
+        ("11.0.0", "int8", True, []),
     ],
 )
 def test_precision_comes_from_the_graph_or_the_flags_each_version_has(

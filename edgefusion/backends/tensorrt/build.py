@@ -7,8 +7,11 @@ Precision, by TensorRT version:
 - TensorRT 8.6 (JetPack 6.0, no strongly typed networks): an explicit batch network with
   BuilderFlag.FP16 for fp16, INT8 + FP16 for the Q/DQ int8 graphs (no calibrator: the scales are
   the graph's).
-- fp32 means fp32: a weakly typed network with TF32 cleared, so fp32 engines match ONNX Runtime's
-  fp32 rather than TensorRT's default TF32 matrix maths (10 mantissa bits).
+- fp32: a weakly typed network (strongly typed on TensorRT 11, which has nothing else).
+- float32 in a graph means float32 in its engine: TF32 (TensorRT's default for float32 matrix
+  maths, 10 mantissa bits) is cleared in every precision, so an fp32 engine matches ONNX Runtime's
+  fp32 and the parts an fp16 or int8 graph keeps in float32 (``keep_fp32``: the audio front end)
+  stay float32.
 
 The settings are a plain dict (``build_settings``) because every one of them is part of the
 engine cache's key.
@@ -44,7 +47,7 @@ def build_settings(trt: Any, precision: str, options: TensorRTOptions) -> dict:
         network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         strongly_typed = False
         set_flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    cleared = ["TF32"] if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32") else []
+    cleared = ["TF32"] if hasattr(trt.BuilderFlag, "TF32") else []
     return {
         "network_flags": network_flags,
         "strongly_typed": strongly_typed,
