@@ -115,12 +115,12 @@ if [ -z "$ROOT" ]; then
     # rather than at the service's first start; as the service user, with the state directory the
     # unit gives it (StateDirectory=edgefusion), so the service finds them and can replace them.
     # The venv sees the system's site-packages, so python3 finds TensorRT where the venv will.
-    if python3 -c 'import tensorrt' 2>/dev/null; then
+    if python3 -c 'import tensorrt; tensorrt.__version__' 2>/dev/null; then  # (tensorrt-stubs alone has none)
         run runuser -u "$SERVICE_USER" -- env -C "$STATE" STATE_DIRECTORY="$STATE" \
             "$PREFIX/venv/bin/edgefusion" engines build --config "$CONF/edgefusion.toml" ||
             echo "install.sh: note: the TensorRT engine build failed (above): the service builds or falls back at start" >&2
     else
-        echo "TensorRT not found (python3 -c 'import tensorrt'): no engines built; the tensorrt backend falls back to onnxruntime"
+        echo "TensorRT not found (python3 cannot import tensorrt): no engines built; the tensorrt backend falls back to onnxruntime"
     fi
     run systemctl daemon-reload
     run systemctl enable edgefusion.service

@@ -8,10 +8,13 @@ rules (precision flags, profiles, 8.6's explicit batch and Q/DQ), so a wrong bui
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import onnx
 import pytest
@@ -401,3 +404,52 @@ def test_systemd_is_told_to_wait_before_each_build_and_not_for_a_hit(trt, tiny, 
         assert received() == []
     finally:
         sock.close()
+
+
+def test_type_stubs_alone_are_not_tensorrt(tmp_path, monkeypatch):
+    """tensorrt-stubs installs a ``tensorrt`` folder of .pyi files, which imports as an empty
+    namespace package: that is not TensorRT."""
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.pyi").write_text("__version__: str\n")
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BackendError, match="holds type stubs only"):
+        import_tensorrt()
+
+
+def _stub_signatures() -> dict[tuple[str, str], list[list[str]]] | None:
+    """Each method's parameter names in TensorRT's own stubs (tensorrt-stubs), where installed."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorrt_bindings")
+    where = [p for p in (spec.submodule_search_locations or []) if (Path(p) / "tensorrt.pyi").exists()] if spec else []
+    if not where:
+        return None
+    # the stubs name some parameters `in`, which Python cannot parse: renamed, as for mypy
+    text = re.sub(r"([(,] *)in: ", r"\1in_: ", (Path(where[0]) / "tensorrt.pyi").read_text())
+    text = text.replace("channel_axis: int)", "channel_axis: int = 0)")
+    found: dict[tuple[str, str], list[list[str]]] = {}
+    for node in ast.parse(text).body:
+        for item in node.body if isinstance(node, ast.ClassDef) else ():
+            if isinstance(item, ast.FunctionDef):
+                found.setdefault((node.name, item.name), []).append([a.arg for a in item.args.args])
+    return found
+
+
+def test_the_fake_s_api_is_tensorrt_s():
+    """Every public method of the fake is a method of TensorRT 10.13's stubs, with the same
+    parameter names in the same order (the fake's constructors aside)."""
+    stubs = _stub_signatures()
+    if stubs is None:
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
+    classes = ("Builder", "IBuilderConfig", "IOptimizationProfile", "ITimingCache", "INetworkDefinition", "OnnxParser")
+    classes += ("ParserError", "Runtime", "ICudaEngine", "ILogger")
+    for cls in classes:
+        for name, member in vars(getattr(fake_tensorrt, cls)).items():
+            fn = member.fget if isinstance(member, property) else member
+            if name.startswith("_") or not inspect.isfunction(fn):
+                continue
+            params = list(inspect.signature(fn).parameters)
+            overloads = stubs.get((cls, name), [])  # the fake may leave out trailing optional parameters
+            assert any(real[: len(params)] == params for real in overloads), (cls, name, params, overloads)

@@ -155,15 +155,8 @@ class INetworkDefinition:
     def num_inputs(self) -> int:
         return len(self._inputs)
 
-    @property
-    def num_outputs(self) -> int:
-        return len(self._outputs)
-
     def get_input(self, index: int) -> ITensor:
         return self._inputs[index]
-
-    def get_output(self, index: int) -> ITensor:
-        return self._outputs[index]
 
 
 class _ParserError86:
@@ -205,9 +198,6 @@ class OnnxParser:
 
     def get_error(self, index: int) -> _ParserError86:
         return self._errors[index]
-
-    def clear_errors(self) -> None:
-        self._errors.clear()
 
     def parse(self, model, path: str | None = None) -> bool:
         error_type = _ParserError86 if _major() < 10 else ParserError
@@ -264,9 +254,6 @@ class IBuilderConfig:
 
     def clear_flag(self, flag) -> None:
         self.flags.discard(flag)
-
-    def get_flag(self, flag) -> bool:
-        return flag in self.flags
 
     def set_memory_pool_limit(self, pool, pool_size: int) -> None:
         self.pools[int(pool)] = pool_size

@@ -15,13 +15,20 @@ from edgefusion.backends.base import BackendError, first_line
 
 def import_tensorrt() -> Any:
     try:
-        return importlib.import_module("tensorrt")
+        trt = importlib.import_module("tensorrt")
     except ImportError as err:  # also a python3-libnvinfer whose libnvinfer.so is missing
-        raise BackendError(
-            f"TensorRT is not installed here ({first_line(err)}): on a Jetson it comes with JetPack "
-            "(python3-libnvinfer) and the venv must see the system's site-packages (systemd/install.sh makes it so); "
-            "elsewhere use the onnxruntime backend"
-        ) from None
+        raise _not_installed(first_line(err)) from None
+    if not hasattr(trt, "__version__"):  # tensorrt-stubs alone: its .pyi folder imports as an empty namespace package
+        raise _not_installed(f"{next(iter(getattr(trt, '__path__', [])), 'tensorrt')} holds type stubs only")
+    return trt
+
+
+def _not_installed(why: str) -> BackendError:
+    return BackendError(
+        f"TensorRT is not installed here ({why}): on a Jetson it comes with JetPack (python3-libnvinfer) "
+        "and the venv must see the system's site-packages (systemd/install.sh makes it so); "
+        "elsewhere use the onnxruntime backend"
+    )
 
 
 def trt_version(trt: Any) -> str:
