@@ -35,8 +35,9 @@ OPS_TIP = (
 
 
 def build_settings(trt: Any, precision: str, options: TensorRTOptions) -> dict:
-    """Network creation flags, builder flags set and cleared, workspace: what the build does with
-    this TensorRT for this precision."""
+    """What a build with this TensorRT does for this precision, as plain data: every setting is
+    part of the engine cache's key, so a change of rule here rebuilds instead of loading a plan
+    built another way."""
     strong = strongly_typed_flag(trt)
     set_flags: list[str] = []
     if strong is not None and (precision != "fp32" or trt_major(trt) >= 11):
