@@ -71,8 +71,8 @@ def test_without_tensorrt_import_is_one_line_naming_jetpack(monkeypatch):
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     with pytest.raises(BackendError) as err:
         import_tensorrt()
-    msg = str(err.value)
-    assert "No module named 'tensorrt'" in msg and "JetPack" in msg and "\n" not in msg
+    msg = str(err.value)  # "(No module named 'tensorrt')", or the stubs-only folder where tensorrt-stubs is installed
+    assert msg.startswith("TensorRT is not installed here (") and "JetPack" in msg and "\n" not in msg
 
 
 def test_version_facts(trt):
