@@ -1,12 +1,15 @@
-"""The checks that stand in for TensorRT and a GPU here can fail.
+"""The checks that stand in for TensorRT and a GPU here can fail, and those that need them run
+their own code here.
 
 ``.ci/typecheck-tensorrt`` (mypy against tensorrt-stubs) flags code that misuses TensorRT 10's
 API, passes code that uses it rightly, and holds "TensorRT 8.6 only" markers to being needed;
+``hw_tests/test_tensorrt.py`` (the Jetson's) runs whole on the fake TensorRT and CUDA runtime;
 ``bench/cuda_graphs.py`` says in one line why it cannot run on a machine without CUDA.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +20,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / ".ci" / "typecheck-tensorrt"
+FAKES = ROOT / "tests" / "fakes"
+# The hardware test's process, with the fakes where the backend imports TensorRT and CUDA from.
+ON_FAKES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from fakes import fake_cudart, fake_tensorrt
+sys.modules["cuda.bindings.runtime"] = fake_cudart
+sys.modules["tensorrt"] = fake_tensorrt
+import pytest
+sys.exit(pytest.main(sys.argv[2:]))
+"""
 
 HEADER = """\
 from __future__ import annotations
@@ -111,6 +125,39 @@ def test_a_stubs_source_without_a_wheel_is_one_line(tmp_path):
         pytest.skip(done.stderr.strip())
     assert done.returncode == 2
     assert done.stderr.strip() == f"typecheck-tensorrt: TRT_STUBS={tmp_path} holds no tensorrt_stubs-*.whl"
+
+
+@pytest.mark.skipif(
+    not all((FAKES / f).exists() for f in ("fake_tensorrt.py", "fake_cudart.py", "fake_trt_context.py")),
+    reason="no fake TensorRT and CUDA runtime here (tests/fakes)",
+)
+def test_the_jetson_test_runs_whole_on_the_fakes(tmp_path):
+    """Every test of hw_tests/test_tensorrt.py runs (pycuda's skips without pycuda) and passes on
+    the fakes, at its own sample count and thresholds, and its report holds every figure: so on a
+    Jetson it fails on the device's numbers, not on its own code."""
+    report = tmp_path / "hw_report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFUSION_")}
+    env["EDGEFUSION_HW_REPORT"] = str(report)
+    args = ["-q", "-p", "no:cacheprovider", "-rs", str(ROOT / "hw_tests" / "test_tensorrt.py")]
+    done = subprocess.run(
+        [sys.executable, "-c", ON_FAKES, str(ROOT / "tests"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("pycuda" in line for line in skipped), skipped
+    figures = json.loads(report.read_text())
+    assert figures["tensorrt"] and figures["samples"] == 1000
+    assert sorted(figures["precisions"]) == ["fp16", "fp32", "int8"]
+    for precision in figures["precisions"].values():
+        assert len(precision["patterns"]) == 7
+        assert set(precision["latency_us"]) == {"all_encoders", "head_only"}
+    assert list(figures["cache"]) == ["first", "second", "tensorrt_upgraded", "sidecars_edited"]
+    assert "cuda-python" in figures["eager"]
 
 
 @pytest.mark.skipif(
