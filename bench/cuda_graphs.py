@@ -132,7 +132,7 @@ class Bench:
         self.classes = len(self.bundle.labels)
         self.rank, self.d = self.bundle.modality(self.names[0]).projection
         self.stream = cuda.stream_create()
-        self.cp_stream = cupy.cuda.ExternalStream(cuda.stream_handle(self.stream))
+        self.cp_stream = cupy.cuda.ExternalStream(cuda.stream_handle(self.stream), 0)
         self._free: list[Callable[[], None]] = [lambda: cuda.stream_destroy(self.stream)]
         module = cupy.RawModule(code=KERNELS)
         self.dense, self.lmf_head = module.get_function("dense"), module.get_function("lmf_head")
@@ -158,7 +158,7 @@ class Bench:
         nbytes = int(np.prod(shape)) * 4
         ptr = self.cuda.malloc(nbytes)
         self._free.append(lambda: self.cuda.free(ptr))
-        memory = self.cp.cuda.UnownedMemory(ptr, nbytes, None)
+        memory = self.cp.cuda.UnownedMemory(ptr, nbytes, None, 0)  # device 0, as the adapter
         return self.cp.ndarray(shape, np.float32, self.cp.cuda.MemoryPointer(memory, 0))
 
     def _layers(self, rng, n_in: int, layers: int) -> list:
