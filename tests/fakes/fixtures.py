@@ -1,7 +1,7 @@
 """``fake_gpu``: the FAKE CUDA runtime (and the FAKE TensorRT, where tests/fakes has it) installed
 where the backend imports them from, for one test.
 
-    from fakes.fixtures import fake_gpu  # noqa: F401  (a fixture, used by name)
+    pytest_plugins = ["fakes.fixtures"]  # in a test module: its tests may then ask for fake_gpu
 """
 
 from __future__ import annotations
@@ -34,3 +34,15 @@ def fake_gpu(monkeypatch):
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
     yield FakeGpu(fake_cudart, trt)
     fake_cudart.reset()
+
+
+@pytest.fixture
+def no_cuda_device():
+    """For tests of the real cuda-bindings without a driver: skipped where they see a CUDA device."""
+    real = importlib.import_module("cuda.bindings.runtime")
+    try:
+        err, count = real.cudaGetDeviceCount()
+    except Exception:  # no libcuda at all (cuda.pathfinder's DynamicLibNotFoundError)
+        return
+    if err == real.cudaError_t.cudaSuccess and count > 0:
+        pytest.skip("this machine has a CUDA device")

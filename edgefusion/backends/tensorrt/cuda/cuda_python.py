@@ -30,6 +30,7 @@ class CudaPython(Cuda):
         self._ok = runtime.cudaError_t.cudaSuccess
         self._htod = runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._dtoh = runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._pinned: dict[int, int] = {}  # id of each host_alloc array -> its page-locked address
         self._probe()
         self._call("cudaSetDevice", 0)
 
@@ -41,8 +42,8 @@ class CudaPython(Cuda):
         errors = self._rt.cudaError_t
         if err == errors.cudaErrorInsufficientDriver:
             raise BackendError(
-                "no CUDA driver or GPU here, or a driver older than this cuda-bindings needs "
-                "(cudaGetDeviceCount: cudaErrorInsufficientDriver; on JetPack 6 use cuda-bindings 12.x)"
+                "no CUDA driver or GPU here (cudaGetDeviceCount: cudaErrorInsufficientDriver: no driver, "
+                "or one older than this cuda-bindings needs; on JetPack 6 use cuda-bindings 12.x)"
             )
         if err == errors.cudaErrorNoDevice or (err == self._ok and count == 0):
             raise BackendError("no CUDA driver or GPU here (cudaGetDeviceCount: no CUDA device)")
@@ -73,11 +74,21 @@ class CudaPython(Cuda):
     def host_alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        ptr = self._call("cudaHostAlloc", nbytes, self._rt.cudaHostAllocDefault)
-        return np.frombuffer((ctypes.c_byte * nbytes).from_address(int(ptr)), dtype).reshape(shape)
+        ptr = int(self._call("cudaHostAlloc", nbytes, self._rt.cudaHostAllocDefault))
+        array = np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
+        self._pinned[id(array)] = ptr
+        return array
 
     def free_host(self, array: np.ndarray) -> None:
-        self._call("cudaFreeHost", array.ctypes.data)
+        self._call("cudaFreeHost", self._pinned.pop(id(array)))
+
+    def _pinned_address(self, array: np.ndarray) -> int:
+        """Where a ``host_alloc`` array lives, looked up rather than asked of numpy: a tick then
+        makes no numpy object (``ndarray.ctypes`` and ``__array_interface__`` build one per access)."""
+        ptr = self._pinned.get(id(array))
+        if ptr is None:
+            raise ValueError("an async copy needs an array from host_alloc (page-locked memory)")
+        return ptr
 
     def malloc(self, nbytes: int) -> int:
         return int(self._call("cudaMalloc", nbytes))
@@ -96,10 +107,10 @@ class CudaPython(Cuda):
         return int(stream)
 
     def copy_htod_async(self, dst: int, src: np.ndarray, stream: Any) -> None:
-        self._call("cudaMemcpyAsync", dst, src.ctypes.data, src.nbytes, self._htod, stream)
+        self._call("cudaMemcpyAsync", dst, self._pinned_address(src), src.nbytes, self._htod, stream)
 
     def copy_dtoh_async(self, dst: np.ndarray, src: int, stream: Any) -> None:
-        self._call("cudaMemcpyAsync", dst.ctypes.data, src, dst.nbytes, self._dtoh, stream)
+        self._call("cudaMemcpyAsync", self._pinned_address(dst), src, dst.nbytes, self._dtoh, stream)
 
     def copy_htod(self, dst: int, src: np.ndarray) -> None:
         src = np.ascontiguousarray(src)
