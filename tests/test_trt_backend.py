@@ -107,13 +107,15 @@ def _feed(backends, bundle, fresh, rng):
 
 
 @pytest.mark.parametrize("graphs", [True, False], ids=["cuda-graphs", "no-graphs"])
-@pytest.mark.parametrize("which", ["demo", "tiny"])
-def test_outputs_equal_onnxruntime_on_every_presence_pattern(gpu, request, which, graphs):
+@pytest.mark.parametrize(
+    ("which", "precision"), [("demo", "fp32"), ("demo", "fp16"), ("demo", "int8"), ("tiny", "fp32")]
+)
+def test_outputs_equal_onnxruntime_on_every_presence_pattern(gpu, request, which, precision, graphs):
     bundle = request.getfixturevalue(which)
     rng = np.random.default_rng(1)
     with (
-        TensorRTBackend(bundle, "fp32", options(gpu, cuda_graphs=graphs)) as trt,
-        make_backend("onnxruntime", bundle, "fp32") as ort,
+        TensorRTBackend(bundle, precision, options(gpu, cuda_graphs=graphs)) as trt,
+        make_backend("onnxruntime", bundle, precision) as ort,
     ):
         seen = set()
         for fresh, present in _script(bundle.names):
@@ -256,6 +258,18 @@ def test_execute_returning_false_is_a_backend_error(gpu, tiny, monkeypatch):
     with pytest.raises(BackendError, match=r"warm-up tick failed: .*could not enqueue the engine"):
         TensorRTBackend(tiny, "fp32", options(gpu)).activate()
     assert set(gpu.cudart.live().values()) == {0}, "a failed activation frees what it allocated"
+
+
+def test_a_cuda_error_while_releasing_is_said_and_the_rest_still_freed(gpu, tiny, capsys):
+    trt = TensorRTBackend(tiny, "fp32", options(gpu))
+    trt.activate()
+    gpu.cudart.fail_next = ("cudaStreamSynchronize", E.cudaErrorIllegalAddress)
+    trt.deactivate()
+    assert set(gpu.cudart.live().values()) == {0}
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "edgefusion: tensorrt: while releasing the backend: CUDA cudaStreamSynchronize failed: cudaErrorIllegalAddress"
+    ]
 
 
 def test_deactivate_frees_everything(gpu, demo):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefusion import log
 from edgefusion.backends.base import Backend, BackendError
 from edgefusion.backends.tensorrt.cuda import open_cuda
 from edgefusion.backends.tensorrt.engines import load_engines
@@ -161,22 +162,20 @@ class TensorRTBackend(Backend):
 
     # -- deactivation ----------------------------------------------------------------------------
     def _deactivate_impl(self) -> None:
-        error = self._release_all()
-        if error is not None:
-            raise error
+        self._release_all()
 
-    def _release_all(self) -> BackendError | None:
-        """Undo every step of activation that was done, last first; the first CUDA error is kept
-        for the caller while the rest is still freed."""
+    def _release_all(self) -> None:
+        """Undo every step of activation that was done, last first. A CUDA error on the way is
+        said and the rest still freed: raising here would hide the error that made a failed
+        activation undo itself, and leave a deactivated backend half freed."""
         steps, self._release = self._release[::-1], []
-        first = None
         for step in steps:
             try:
                 step()
             except BackendError as err:
-                first = first or err
-        self._host_in, self._host_out, self._outputs = {}, None, None
-        return first
+                log.warning(f"tensorrt: while releasing the backend: {err}")
+        nothing = np.zeros(0, _FLOAT)  # no view of freed page-locked memory is kept
+        self._host_in, self._host_out, self._outputs = {}, nothing, (nothing, nothing)
 
     def _drop_contexts(self) -> None:
         """Before the engines: a context must not outlive its engine."""

@@ -75,7 +75,7 @@ class CudaPython(Cuda):
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         ptr = int(self._call("cudaHostAlloc", nbytes, self._rt.cudaHostAllocDefault))
-        array = np.frombuffer((ctypes.c_byte * nbytes).from_address(ptr), dtype).reshape(shape)
+        array = np.frombuffer(memoryview((ctypes.c_byte * nbytes).from_address(ptr)), dtype).reshape(shape)
         self._pinned[id(array)] = ptr
         return array
 

@@ -9,7 +9,7 @@ pycuda raises ``pycuda.driver.Error`` subclasses; each becomes one ``BackendErro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class PyCuda(Cuda):
         return self._call("pagelocked_empty", self._drv.pagelocked_empty, shape, dtype)
 
     def free_host(self, array: np.ndarray) -> None:
-        self._call("HostAllocation.free", array.base.free)
+        self._call("HostAllocation.free", cast(Any, array.base).free)
 
     def malloc(self, nbytes: int) -> int:
         allocation = self._call("mem_alloc", self._drv.mem_alloc, nbytes)
