@@ -297,15 +297,31 @@ def test_a_failure_during_activation_is_one_line_and_frees_what_was_allocated(gp
     assert set(gpu.cudart.live().values()) == {0}
 
 
-def test_an_engine_without_the_bundles_tensors_is_refused(gpu, tiny, monkeypatch):
-    def renamed(*args, **kw):
-        loaded = stand_in_load_engines(*args, **kw)
-        loaded.engines["mic"].header["io"][0][0] = "microphone"
+def _altered_engines(monkeypatch, alter):
+    """Whatever loads engines here (the fake TensorRT or the stand-in), with ``alter(engines)`` applied."""
+    load = runner.load_engines
+
+    def altered(*args, **kw):
+        loaded = load(*args, **kw)
+        alter(loaded.engines)
         return loaded
 
-    monkeypatch.setattr(runner, "import_tensorrt", lambda: SimpleNamespace(__version__="stand-in"))
-    monkeypatch.setattr(runner, "load_engines", renamed)
+    monkeypatch.setattr(runner, "load_engines", altered)
+
+
+def test_an_engine_without_the_bundles_tensors_is_refused(gpu, tiny, monkeypatch):
+    _altered_engines(monkeypatch, lambda engines: engines["mic"].header["io"][0].__setitem__(0, "microphone"))
     with pytest.raises(BackendError, match=r"\(fp32 mic\) on TensorRT: the engine refused input 'mic'"):
+        TensorRTBackend(tiny, "fp32", options(gpu)).activate()
+    assert set(gpu.cudart.live().values()) == {0}
+
+
+def test_a_context_tensorrt_cannot_create_is_one_line_and_frees_everything(gpu, tiny, monkeypatch):
+    def no_context(engines):
+        engines["mic"].create_execution_context = lambda: None  # TensorRT's answer when out of memory
+
+    _altered_engines(monkeypatch, no_context)
+    with pytest.raises(BackendError, match=r"\(fp32 mic\) on TensorRT: TensorRT could not create an execution"):
         TensorRTBackend(tiny, "fp32", options(gpu)).activate()
     assert set(gpu.cudart.live().values()) == {0}
 

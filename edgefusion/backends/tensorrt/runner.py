@@ -40,6 +40,8 @@ class TensorRTBackend(Backend):
         self.facts: dict[str, Any] = {}  # for STATUS, doctor and the summary: what runs, and how
         self._release: list[Callable[[], None]] = []  # undoes activation, in reverse order
         self._graphs: TickGraphs | None = None
+        self._contexts: dict[str, Any] = {}  # per graph role: its engine's execution context
+        self._head: Any = None  # the head's context
 
     # -- activation ------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
@@ -75,9 +77,11 @@ class TensorRTBackend(Backend):
         first = probs_at // _FLOAT.itemsize
         self._outputs = (self._host_out[:n], self._host_out[first : first + n])  # views made once
 
-        self._contexts = {m: self._encoder_context(m) for m in self.names}
+        self._contexts, self._head = {}, None
+        self._release.append(self._drop_contexts)  # before the engines go, even if one fails here
+        for m in self.names:
+            self._contexts[m] = self._encoder_context(m)
         self._head = self._contexts[HEAD] = self._head_context(probs_at)
-        self._release.append(self._drop_contexts)
 
         graphs_off = self._graphs_off(cuda)
         if graphs_off is None:
