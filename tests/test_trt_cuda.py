@@ -78,6 +78,12 @@ def test_no_device_is_said_at_open(fake_gpu, fail, message):
     _one_line(err)
 
 
+def test_no_device_at_all_is_said_at_open(fake_gpu):
+    fake_gpu.cudart.device_count = 0
+    with pytest.raises(BackendError, match=r"^no CUDA driver or GPU here \(cudaGetDeviceCount: no CUDA device\)$"):
+        open_cuda("cuda-python")
+
+
 def test_no_driver_library_at_all_is_said_at_open(fake_gpu, monkeypatch):
     from cuda.pathfinder import DynamicLibNotFoundError
 

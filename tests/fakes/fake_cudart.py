@@ -41,13 +41,14 @@ OK = cudaError_t.cudaSuccess
 ALIGN = 256  # cudaMalloc's alignment, which TensorRT relies on
 LOG_LIMIT = 4096  # a bounded log (a test measuring allocations swaps in a deque(maxlen=0))
 
-props = SimpleNamespace(
-    name=b"Fake GPU (tests/fakes/fake_cudart.py)\0\0",
-    major=8,
-    minor=7,
-    multiProcessorCount=16,
-    totalGlobalMem=8 << 30,
-)
+_PROPS = {
+    "name": b"Fake GPU (tests/fakes/fake_cudart.py)\0\0",
+    "major": 8,
+    "minor": 7,
+    "multiProcessorCount": 16,
+    "totalGlobalMem": 8 << 30,
+}
+props = SimpleNamespace(**_PROPS)  # what cudaGetDeviceProperties answers: a test may change it
 device_count = 1
 fail_next: tuple[str, cudaError_t] | None = None
 log: deque[tuple[str, int | None, object]] = deque(maxlen=LOG_LIMIT)
@@ -67,6 +68,7 @@ class IllegalAddress(Exception):
 def reset() -> None:
     global fail_next, device_count
     fail_next, device_count = None, 1
+    vars(props).update(_PROPS)
     for table in (_device, _host, _streams, _graphs, _execs):
         table.clear()
     log.clear()
