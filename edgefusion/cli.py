@@ -265,7 +265,7 @@ def _render_summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _add_backend(sp: argparse.ArgumentParser, override: str = "") -> None:
+def _add_backend(sp: argparse.ArgumentParser, default: str | None = "onnxruntime") -> None:
     """``--backend``: where TensorRT cannot run (no library, driver or engine), the command goes on
     with the next backend that does, says why in a line, and reports itself degraded."""
     from edgefusion.backends import BACKENDS
@@ -273,8 +273,9 @@ def _add_backend(sp: argparse.ArgumentParser, override: str = "") -> None:
     sp.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=None if override else "onnxruntime",
-        help=f"{override}onnxruntime (default) or tensorrt (falls back to onnxruntime where it cannot run)",
+        default=default,
+        help=("override [runtime] backend" if default is None else f"default: {default}")
+        + "; where TensorRT cannot run: a more precise engine, then onnxruntime, said and marked degraded",
     )
 
 
@@ -318,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=SECONDS, default=None, help="stop after this long (default: run until signalled)")
     sp.add_argument("--source", default=None, help="override [source]: simulated, virtual, realsense or replay:DIR")
     sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
-    _add_backend(sp, "override [runtime] backend: ")
+    _add_backend(sp, default=None)
     sp.set_defaults(fn=cmd_run)
 
     sp = add("record", "record a session (camera, audio, events, results) from the configured sensors")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -342,3 +344,15 @@ def test_bench_and_eval_report_the_backend_they_used():
     assert report["backend"] == "onnxruntime" and report["degraded"].startswith("asked for tensorrt fp32, running ")
     r = cli("bench", "--ticks", "100", "--alloc-ticks", "1", "--json")
     assert json.loads(r.stdout)["degraded"] is None and r.stderr == ""
+
+
+def test_the_fallback_and_the_config_import_no_gpu_library():
+    """``import edgefusion.backends`` (open_backend) and the config's [tensorrt] table load
+    neither TensorRT nor a CUDA library: a CPU machine runs them, and `run` installs its signal
+    handlers before anything heavy."""
+    code = (
+        "import sys, edgefusion.backends, edgefusion.config, edgefusion.app, edgefusion.doctor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'cuda', 'pycuda')))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
