@@ -26,6 +26,7 @@ from edgefusion import doctor, log
 from edgefusion.app import _exit_line, _start_line, reloader
 from edgefusion.backends import BackendError, open_backend
 from edgefusion.backends import fallback as fallback_module
+from edgefusion.backends.fallback import cache_problem
 from edgefusion.backends.onnxruntime import OnnxRuntimeBackend
 from edgefusion.bundle import load_bundle
 from edgefusion.config import Config
@@ -201,6 +202,33 @@ def test_an_engine_cache_the_service_cannot_write_is_said_at_start(tmp_path, sai
     cfg.runtime.backend = "onnxruntime"
     open_backend(cfg, _bundle(tmp_path / "b"), make=Factory(), probe=usable).deactivate()
     assert said == [], "no TensorRT asked: its cache is not its business"
+
+
+def test_the_engine_caches_own_check_is_asked_where_the_backend_has_one(tmp_path, monkeypatch):
+    """Where cache.py is there (EngineCache.writable), its reason is the one said; it is asked
+    only of a folder that exists (doctor and a start only look), and a check that raises is a line."""
+
+    class StandInCache:
+        def __init__(self, root, max_bytes):
+            self.root, self.max_bytes = root, max_bytes
+
+        def writable(self):
+            return f"{self.root}: read-only file system (a cache of {self.max_bytes} bytes)"
+
+    module = types.ModuleType("edgefusion.backends.tensorrt.cache")
+    module.EngineCache = StandInCache
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    folder = tmp_path / "engines"
+    folder.mkdir()
+    assert cache_problem(folder, 64 << 20) == f"{folder}: read-only file system (a cache of {64 << 20} bytes)"
+    assert cache_problem(tmp_path / "new" / "engines", 64 << 20) is None and not (tmp_path / "new").exists()
+
+    def broken(self):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(StandInCache, "writable", broken)
+    problem = cache_problem(folder, 64 << 20)
+    assert problem.startswith(f"{folder}: the engine cache's check failed: a bug in the TensorRT backend (OSError: ")
 
 
 def _last_line(names) -> str:

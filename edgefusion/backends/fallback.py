@@ -63,7 +63,10 @@ def cache_problem(folder: Path, max_bytes: int) -> str | None:
         except ImportError:
             pass  # the TensorRT backend is not in this build: the permission check below
         else:
-            return EngineCache(folder, max_bytes).writable()
+            try:
+                return EngineCache(folder, max_bytes).writable()
+            except Exception as err:  # a check that breaks is said as such, never a start that fails
+                return f"{folder}: the engine cache's check failed: {failure(err)[0]}"
     from edgefusion.args import unwritable
 
     problem = unwritable(folder)
