@@ -73,8 +73,9 @@ def reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
     on), then hand it to the loop, which swaps it in between two ticks. Activation ends with a
     warm tick on the new backend, so what is handed over runs. Whatever fails (a bundle refused,
     a file vanishing mid-check, onnxruntime refusing a graph, even a bug) is one log line, and
-    the running model stays."""
-    from edgefusion.backends import make_backend
+    the running model stays. The backend comes through ``open_backend`` as at start: a reload
+    may mend a degraded run (engines built since) or get only a fallback, which it says."""
+    from edgefusion.backends import open_backend
     from edgefusion.backends.base import first_line
 
     busy = threading.Lock()  # one reload at a time: a second SIGHUP meanwhile is ignored
@@ -94,10 +95,12 @@ def reloader(cfg, bundle_path: Path | None, runtime) -> Callable[[], None]:
         bundle = load_bundle(bundle_path)
         if bundle.labels != runtime.labels:
             raise EdgefusionError(f"its labels differ ({', '.join(bundle.labels)}); restart to change them")
-        backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
-        backend.activate()
+        backend = open_backend(cfg, bundle)
         runtime.next_backend = backend
-        log.notice(f"reloaded {bundle.root}")
+        if backend.degraded:
+            log.warning(f"reloaded {bundle.root}, degraded: {backend.degraded}")
+        else:
+            log.notice(f"reloaded {bundle.root}")
 
     def request() -> None:
         if busy.locked():
@@ -125,9 +128,13 @@ def run_session(
     the rig's truth; a production run keeps nothing per tick (it may run for months), and says
     on stderr what it runs when it starts and what happened when it ends (a service's journal
     then holds both)."""
-    from edgefusion.backends import make_backend
+    from edgefusion.backends import open_backend
+    from edgefusion.backends.fallback import degraded_mark
     from edgefusion.loop import Runtime
     from edgefusion.rigs import make_rig
+    from edgefusion.service.heartbeat import Heartbeat, LastLine
+    from edgefusion.service.notify import Notifier, watchdog_interval_s
+    from edgefusion.service.telemetry import Telemetry, make_reader
     from edgefusion.sinks import RotatingFileSink, StreamSink
     from edgefusion.summary import SessionSummary
     from edgefusion.view import LiveView
@@ -135,10 +142,18 @@ def run_session(
     signals = signals or Signals(reloadable=not demo)
     bundle_path = bundle_path or (Path(cfg.runtime.bundle) if cfg.runtime.bundle else None)
     bundle = load_bundle(bundle_path)
-    backend = make_backend(cfg.runtime.backend, bundle, cfg.runtime.precision, threads=cfg.runtime.threads)
     if record is not None and record.get("label") not in (None, *bundle.labels):
         raise EdgefusionError(f"--label {record['label']!r}: not a label of this bundle ({', '.join(bundle.labels)})")
-    rig = make_rig(cfg, bundle.modalities, bundle.labels)
+    notifier = Notifier()  # a no-op unless systemd started us with Type=notify
+    # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait. It
+    # comes before the rig exists, so fault times count from the loop's start.
+    notifier.extend_timeout(ACTIVATE_TIMEOUT_S)
+    backend = open_backend(cfg, bundle)
+    try:
+        rig = make_rig(cfg, bundle.modalities, bundle.labels)
+    except BaseException:
+        backend.deactivate()
+        raise
     for warning in rig.facts.get("warnings", ()):  # a replay of a session cut short says so
         log.warning(warning)
     sinks, recorder = [], None
@@ -158,12 +173,8 @@ def run_session(
             sinks.append(recorder.sink())
     except BaseException:
         rig.close()
+        backend.deactivate()
         raise
-    from edgefusion.service.heartbeat import Heartbeat, LastLine
-    from edgefusion.service.notify import Notifier, watchdog_interval_s
-    from edgefusion.service.telemetry import Telemetry, make_reader
-
-    notifier = Notifier()  # a no-op unless systemd started us with Type=notify
     last_line = LastLine()
     if notifier.enabled:
         sinks.append(last_line)
@@ -189,9 +200,6 @@ def run_session(
     heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), last_line, telemetry=telemetry)
     stop, t_start = signals.stop, None
     try:
-        # Activation may build TensorRT engines (minutes on a Jetson): systemd is told to wait.
-        notifier.extend_timeout(ACTIVATE_TIMEOUT_S)
-        backend.activate()  # before the rig's clock starts: fault times count from the loop's start
         t0 = rig.start()
         for clocked in (summary, view):
             if clocked is not None:
@@ -200,7 +208,10 @@ def run_session(
             recorder.start(t0)
         runtime.start()
         # Ready: the bundle is loaded, the backend warm, the sensors attempted (each keeps trying).
-        notifier.ready(f"running {bundle.root.name} on {backend.name} ({backend.precision})")
+        mark = degraded_mark(backend)
+        notifier.ready(
+            (f"{mark}; " if mark else "") + f"running {bundle.root.name} on {backend.name} ({backend.precision})"
+        )
         if not demo:
             t_start = time.monotonic()
             log.notice(_start_line(bundle, backend, cfg, json_lines, record, tuple(rig.sensors)))
@@ -268,7 +279,7 @@ def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None, str
     return (
         f"running bundle {bundle.manifest.get('name', bundle.root.name)} ({bundle.root}), {backend.precision} on "
         f"{backend.name}, at {cfg.runtime.tick_hz:g} Hz; source: {source}; results to: {', '.join(sinks) or 'nowhere'}"
-    )
+    ) + (f"; degraded: {backend.degraded}" if backend.degraded else "")
 
 
 def _sensor_states(runtime) -> dict[str, str]:
@@ -283,6 +294,7 @@ def _sensor_states(runtime) -> dict[str, str]:
 def _exit_line(runtime, seconds: float, states: dict[str, str]) -> str:
     """What happened in a run: ticks, rate, overruns and late ticks, each sensor's state and
     counters, what the sinks dropped or failed to write."""
+    from edgefusion.backends.fallback import degraded_mark
     from edgefusion.service.heartbeat import sensor_events
 
     rate = runtime.ticks / seconds if seconds > 0 else 0.0
@@ -292,6 +304,8 @@ def _exit_line(runtime, seconds: float, states: dict[str, str]) -> str:
     lost = writer.results_lost if writer is not None else 0
     sinks = f"{lost} results lost, {writer.errors if writer is not None else 0} sink errors"
     backend = " (backend failed)" if runtime.backend_failed else ""
+    mark = degraded_mark(runtime.backend)  # the backend at the end: a reload may have mended it
+    backend += f"; {mark}" if mark else ""
     return (
         f"stopped after {seconds:.1f} s: {runtime.ticks} ticks ({rate:.1f} Hz), {runtime.overruns} overruns, "
         f"{runtime.late} late ticks (> {runtime.deadline_ms:g} ms), {runtime.invalid} ticks with no valid "

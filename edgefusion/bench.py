@@ -198,6 +198,7 @@ def run_bench(bundle: Bundle, backend: Backend, ticks: int = 3000, alloc_ticks: 
     report = {
         "backend": backend.name,
         "precision": backend.precision,
+        "degraded": backend.degraded,  # not the backend asked for (--backend tensorrt where it cannot run)
         "inputs": source,
         "ticks": len(wall["b"]),
         "backend_p50_ms": _pct(wall["a"], 50),
@@ -361,7 +362,8 @@ def render(report: dict) -> str:
     r = report
     cpu = r["cpu_s_per_robot_s"]
     rates = ", ".join(f"{m} {hz:g} Hz" for m, hz in r["robot_time"]["rate_hz"].items())
-    lines = [
+    lines = [f"DEGRADED: {r['degraded']}"] if r["degraded"] else []
+    lines += [
         f"backend {r['backend']} ({r['precision']}), {r['ticks']} ticks at {TICK_HZ} Hz robot time "
         f"(new samples: {rates}; inputs: {r['inputs']})",
         f"(a) backend      p50 {r['backend_p50_ms']:.3f} ms  p99 {r['backend_p99_ms']:.3f} ms",

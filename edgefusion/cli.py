@@ -56,7 +56,7 @@ def cmd_demo(args) -> int:
     cfg.source.faults = default if args.faults is None else args.faults
     cfg.source.seed = args.seed
     _apply_source(cfg, args.source, args.max_speed)
-    cfg.runtime.precision = args.precision
+    cfg.runtime.backend, cfg.runtime.precision = args.backend, args.precision
     cfg.runtime.check("--precision")
     out = sys.stderr if args.json else sys.stdout
     if not args.json:
@@ -80,6 +80,8 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config)
     _apply_source(cfg, args.source, args.max_speed)
+    if args.backend is not None:
+        cfg.runtime.backend = args.backend
     run_session(cfg, args.bundle, args.seconds, json_lines=cfg.output.stdout, demo=False, signals=args.signals)
     return 0
 
@@ -142,19 +144,28 @@ def cmd_doctor(args) -> int:
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
+def _backend_config(backend: str, precision: str, threads: int = 1):
+    """The config ``open_backend`` takes, for a command without ``--config`` (bench, eval)."""
+    from edgefusion.config import Config
+
+    cfg = Config()
+    cfg.runtime.backend, cfg.runtime.precision, cfg.runtime.threads = backend, precision, threads
+    return cfg
+
+
 def cmd_bench(args) -> int:
-    from edgefusion.backends import make_backend
+    from edgefusion.backends import open_backend
     from edgefusion.bench import render, run_bench
 
     bundle = load_bundle(args.bundle)
-    backend = make_backend("onnxruntime", bundle, args.precision, threads=args.threads)
+    backend = open_backend(_backend_config(args.backend, args.precision, args.threads), bundle)
     report = run_bench(bundle, backend, args.ticks, args.alloc_ticks, args.checkpoint)
     print(json.dumps(report) if args.json else render(report))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from edgefusion.backends import make_backend
+    from edgefusion.backends import open_backend
     from edgefusion.evaluate import evaluate, heldout, plot, render, require_matplotlib
 
     if args.plot and args.no_noise:
@@ -168,10 +179,10 @@ def cmd_eval(args) -> int:
         raise EdgefusionError(
             f"--precisions: {unknown[0]!r} is not in this bundle; choose from {', '.join(bundle.precisions)}"
         )
-    backends = {p: make_backend("onnxruntime", bundle, p) for p in precisions}
-    for b in backends.values():
-        b.activate()
+    backends = {}
     try:
+        for p in precisions:
+            backends[p] = open_backend(_backend_config(args.backend, p), bundle)
         report = evaluate(bundle, backends, heldout(bundle, args.samples, args.data), noise=not args.no_noise)
     finally:
         for b in backends.values():
@@ -254,12 +265,15 @@ def _describe_modality(spec) -> dict:
 
 def _render_summary(r: dict) -> str:
     lines = [
-        f"ran {r['seconds']:.1f} s: {r['ticks']} ticks ({r['tick_rate_hz']:.1f} Hz, {r['overruns']} overruns), "
+        f"ran {r['seconds']:.1f} s on {r['backend']} ({r['precision']}): {r['ticks']} ticks "
+        f"({r['tick_rate_hz']:.1f} Hz, {r['overruns']} overruns), "
         f"latency p50 {r['latency_ms_p50']:.2f} ms, p99 {r['latency_ms_p99']:.2f} ms",
         "encoder runs: "
         + ", ".join(f"{m} {n}" for m, n in r["encoder_runs"].items())
         + f" (head: {r['head_runs']}): per-modality caching skipped {r['encoder_runs_saved']:.0%} of encoder runs",
     ]
+    if r["degraded"]:
+        lines.append(f"DEGRADED: {r['degraded']}")
     if not r["accuracy_by_pattern"]:
         lines.append(
             "accuracy against the scenario: not scored (no settled tick with a known intent; "
@@ -270,6 +284,20 @@ def _render_summary(r: dict) -> str:
     for pattern, e in r["accuracy_by_pattern"].items():
         lines.append(f"  {pattern:<16} {e['accuracy']:.2f}  over {e['ticks']} ticks")
     return "\n".join(lines)
+
+
+def _add_backend(sp: argparse.ArgumentParser, default: str | None = "onnxruntime") -> None:
+    """``--backend``: where TensorRT cannot run (no library, driver or engine), the command goes on
+    with the next backend that does, says why in a line, and reports itself degraded."""
+    from edgefusion.backends import BACKENDS
+
+    sp.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default,
+        help=("override [runtime] backend" if default is None else f"default: {default}")
+        + "; where TensorRT cannot run: a more precise engine, then onnxruntime, said and marked degraded",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -303,6 +331,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", default=None, metavar="replay:DIR", help="replay a recorded session instead")
     sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
     sp.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant (default: fp32)")
+    _add_backend(sp)
     sp.add_argument("--json", action="store_true", help="result lines (JSON) on stdout, summary JSON on stderr")
     sp.set_defaults(fn=cmd_demo)
 
@@ -311,6 +340,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=SECONDS, default=None, help="stop after this long (default: run until signalled)")
     sp.add_argument("--source", default=None, help="override [source]: simulated, virtual, realsense or replay:DIR")
     sp.add_argument("--max-speed", action="store_true", help="replay as fast as the ticks run, on the recorded ticks")
+    _add_backend(sp, default=None)
     sp.set_defaults(fn=cmd_run)
 
     sp = add("record", "record a session (camera, audio, events, results) from the configured sensors")
@@ -353,6 +383,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--threads", type=THREADS, default=1, help="onnxruntime intra-op threads (default: 1)")
     sp.add_argument("--checkpoint", type=existing_file, default=None, help="LMF checkpoint, to add PyTorch eager")
+    _add_backend(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_bench)
 
@@ -369,6 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--no-noise", action="store_true", help="skip the noise curves")
     sp.add_argument("--plot", type=new_file, default=None, help="write the noise curves as a PNG (needs matplotlib)")
+    _add_backend(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_eval)
 

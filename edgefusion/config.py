@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgefusion.backends.tensorrt.options import TensorRTOptions
 from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.modalities import STREAMS
 from edgefusion.sensors.microphone import MicrophoneConfig
@@ -90,6 +91,7 @@ class Config:
     camera: RealSenseConfig = field(default_factory=RealSenseConfig)  # source kind "realsense"
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)  # source kind "realsense"
     thermal: ThermalPolicy = field(default_factory=ThermalPolicy)
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)  # [runtime] backend "tensorrt"
     # The tables the file gave ("camera", "sensors.rgb", ...): one for a stream the bundle does
     # not use is ignored with a warning (rigs.py); defaults are never warned about.
     given: frozenset[str] = frozenset()
@@ -134,6 +136,10 @@ LIMITS: dict[type, dict[str, tuple[float, float, str]]] = {
         "resume_c": (-40, 150, "°C"),
         "throttled_hz": (0.01, 1000, "ticks per second"),
     },
+    TensorRTOptions: {
+        "workspace_mb": (16, 1 << 20, "MiB of builder workspace"),
+        "max_cache_mb": (64, 1 << 22, "MiB of cached engines"),
+    },
 }
 
 
@@ -142,7 +148,12 @@ def _check_limits(cls, values: dict, at: str) -> None:
     for key, value in values.items():
         if key in LIMITS.get(cls, {}):
             lo, hi, unit = LIMITS[cls][key]
-            _require(lo <= value <= hi, at, key, f"between {lo:g} and {hi:g} ({unit}), got {value!r}")
+            _require(lo <= value <= hi, at, key, f"between {_number(lo)} and {_number(hi)} ({unit}), got {value!r}")
+
+
+def _number(x: float) -> str:
+    """A range's end as written in LIMITS: 1048576 in full, not 1.04858e+06."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _require(ok: bool, at: str, key: str, what: str) -> None:
@@ -199,6 +210,7 @@ def parse_config(raw: dict, where: str = "config") -> Config:
         "camera": RealSenseConfig,
         "microphone": MicrophoneConfig,
         "thermal": ThermalPolicy,
+        "tensorrt": TensorRTOptions,
     }
     unknown = sorted(set(raw) - {*tables, "sensors"})
     if unknown:

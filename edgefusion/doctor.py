@@ -115,7 +115,7 @@ def _bundle(cfg, bundle: Path | None) -> Check:
     )
 
 
-def _gpu() -> list[Check]:
+def _gpu(cfg) -> list[Check]:
     nodes = glob.glob("/dev/nvhost-*") + glob.glob("/dev/nvidia[0-9]*")
     providers = []
     if importlib.util.find_spec("onnxruntime"):
@@ -127,8 +127,56 @@ def _gpu() -> list[Check]:
         gpu = Check(
             "GPU", "warn", "no NVIDIA device node: inference on the CPU", "on a Jetson: check JetPack's drivers"
         )
-    engines = Path(os.environ.get("EDGEFUSION_STATE", "/var/lib/edgefusion")) / "engines"
-    return [gpu, _writable_check("engine cache", engines, "warn", "run as the service user, or install.sh")]
+    return [gpu, _engine_cache(cfg)]
+
+
+def _engine_cache(cfg) -> Check:
+    """The folder TensorRT's engines are kept in: ``[tensorrt] cache_dir``, else the service's
+    state directory. Run by hand (no ``$STATE_DIRECTORY``), doctor checks the service's folder,
+    not this user's ``~/.cache``: that is where the robot's engines must survive a reboot."""
+    from edgefusion.backends.fallback import cache_problem
+    from edgefusion.backends.tensorrt.options import TensorRTOptions
+
+    options = cfg.tensorrt if cfg is not None else TensorRTOptions()
+    if options.cache_dir or os.environ.get("STATE_DIRECTORY"):
+        folder = options.cache_path()
+    else:
+        folder = Path(os.environ.get("EDGEFUSION_STATE", "/var/lib/edgefusion")) / "engines"
+    problem = cache_problem(folder, options.max_cache_mb << 20)
+    if problem:
+        return Check(
+            "engine cache", "warn", problem, "run as the service user, or install.sh; or set [tensorrt] cache_dir"
+        )
+    if not folder.exists():
+        return Check("engine cache", "ok", f"{folder} does not exist yet; it will be created")
+    return Check("engine cache", "ok", f"{folder} writable")
+
+
+def _backend(cfg) -> list[Check]:
+    """What the config's backend needs here, short of building an engine (minutes): for TensorRT
+    its library, the CUDA adapter and a GPU. A run without them goes on with ONNX Runtime,
+    marked degraded: a warning, not a failure."""
+    if cfg is None:  # the config check failed: nothing to say about its backend
+        return []
+    name, precision = cfg.runtime.backend, cfg.runtime.precision
+    if name != "tensorrt":
+        return [Check("backend", "ok", f"{name} {precision}")]
+    from edgefusion.backends.fallback import failure, probe_tensorrt
+
+    try:
+        found = probe_tensorrt(cfg.tensorrt)
+    except Exception as err:  # a bug in the probe is reported here too, not a doctor that crashes
+        why, _ = failure(err)
+        return [
+            Check(
+                "backend",
+                "warn",
+                f"[runtime] backend is tensorrt, but {why}: a run goes on with onnxruntime {precision}, degraded",
+                "on a Jetson: JetPack's python3-libnvinfer, seen by the service venv (install.sh makes it so); "
+                'or set [runtime] backend = "onnxruntime"',
+            )
+        ]
+    return [Check("backend", "ok", f"tensorrt {precision}: {found}")]
 
 
 def _writable_check(name: str, folder: Path, status: str, fix: str) -> Check:
@@ -235,7 +283,8 @@ def diagnose(config: Path | None = None, bundle: Path | None = None) -> list[Che
     ]
     cfg, config_check = _config(config)
     checks += _packages(cfg)
-    checks += [config_check, _bundle(cfg, bundle), *_results_folder(cfg), *_gpu(), _cameras(cfg), _microphones(cfg)]
+    checks += [config_check, _bundle(cfg, bundle), *_results_folder(cfg), *_gpu(cfg), *_backend(cfg)]
+    checks += [_cameras(cfg), _microphones(cfg)]
     checks += [_device_permissions(), _service_user(), *_service_status()]
     return checks
 
@@ -263,6 +312,8 @@ def _service_status() -> list[Check]:
     if r.returncode != 0 or props.get("ActiveState") in (None, "", "inactive"):
         return []  # no systemd answering (a container), or the service is not running
     state, status = props["ActiveState"], props.get("StatusText", "")
+    if state == "active" and status.startswith("DEGRADED"):  # running, on another backend than asked
+        return [Check("service", "warn", status, "journalctl -u edgefusion -g degraded says why")]
     if state == "active":
         return [Check("service", "ok", status or "active (no STATUS yet)")]
     return [Check("service", "warn", f"{state}: {status or 'no STATUS'}", "journalctl -u edgefusion -e says why")]

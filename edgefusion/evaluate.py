@@ -187,6 +187,11 @@ def evaluate(bundle: Bundle, backends: dict[str, Backend], data: Heldout, noise:
     report = {
         "samples": len(data),
         "data": data.source,
+        # What ran each precision's figures: a TensorRT build that failed runs on the next backend
+        # (or precision) that does, and its row is then that one's, said here and by ``render``.
+        "backends": {
+            p: {"backend": b.name, "precision": b.precision, "degraded": b.degraded} for p, b in backends.items()
+        },
         "accuracy": accuracy,
         # Mean confidence per pattern next to its accuracy: a result's confidence says what is
         # missing only if the two agree (they do for the shipped bundle: within 0.03).
@@ -266,7 +271,9 @@ def figure(report: dict, bundle: Bundle):
 def render(report: dict) -> str:
     patterns = list(next(iter(report["accuracy"].values())))
     lines = [
-        f"{report['samples']} held-out samples ({report['data']})",
+        f"{report['samples']} held-out samples ({report['data']}); "
+        + ", ".join(f"{p} on {b['backend']} {b['precision']}" for p, b in report["backends"].items()),
+        *(f"DEGRADED {p}: {b['degraded']}" for p, b in report["backends"].items() if b["degraded"]),
         "prec  " + "".join(f"{p:>17}" for p in patterns),
     ]
     for prec, acc in report["accuracy"].items():

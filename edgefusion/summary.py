@@ -39,12 +39,16 @@ class SessionSummary:
         hits[1] += 1
 
     def report(self, runtime) -> dict:
-        stats = runtime.backend.stats
+        backend = runtime.backend  # the one running at the end: a reload may have replaced a degraded one
+        stats = backend.stats
         seconds = self.last_t - (self.first_t or 0.0)
         runs = sum(stats.encoder_runs.values())
         lat = np.array(self.latency or [0.0])
         writer = runtime.writer
         return {
+            "backend": backend.name,
+            "precision": backend.precision,
+            "degraded": backend.degraded,  # None: what was asked for; else what was asked, what runs, and why
             "seconds": seconds,
             "ticks": runtime.ticks,
             "tick_rate_hz": (runtime.ticks - 1) / seconds if seconds > 0 else 0.0,

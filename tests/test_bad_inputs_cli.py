@@ -21,6 +21,7 @@ SECTIONS = {
     "camera": "camera",
     "microphone": "microphone",
     "thermal": "thermal",
+    "tensorrt": "tensorrt",
     "sensors.rgb": "sensors",
 }
 
@@ -91,7 +92,7 @@ def test_a_bad_config_value(tmp_path, table, key, value):
     "toml, words",
     [
         ('[runtime]\nprecision = "fp8"', ("precision must be one of",)),
-        ('[runtime]\nbackend = "tensorrt"', ("backend must be one of", "onnxruntime")),
+        ('[runtime]\nbackend = "tensorflow"', ("backend must be one of", "onnxruntime, tensorrt")),
         ('[source]\nkind = "lidar"', ("kind must be one of",)),
         ('[source]\nfaults = "rgb:melt@1-2"', ("unknown kind 'melt'",)),
         ('[source]\nkind = "replay"\npath = "s"\nfaults = "rgb:stop@1-2"', ("faults must be empty",)),

@@ -105,7 +105,8 @@ def test_the_status_line_carries_the_counters():
     depth = types.SimpleNamespace(counters=collections.Counter(), dropped={"frozen": 0})
     sensors = {"rgb": rgb, "depth": depth, "audio": audio}
     assert sensor_events(sensors) == "rgb device_errors 2, reconnects 2, resets 1, frozen dropped 41; audio overflows 3"
-    runtime = types.SimpleNamespace(sensors=sensors, late=0, overruns=1)
+    healthy = types.SimpleNamespace(degraded=None)  # the backend the config asked for
+    runtime = types.SimpleNamespace(sensors=sensors, late=0, overruns=1, backend=healthy)
     last = orjson.dumps(
         {
             "label": "stop",
@@ -118,7 +119,7 @@ def test_the_status_line_carries_the_counters():
     assert line.endswith(
         "overruns 1; rgb device_errors 2, reconnects 2, resets 1, frozen dropped 41; audio overflows 3"
     )
-    quiet = types.SimpleNamespace(sensors={"depth": depth}, late=0, overruns=0)
+    quiet = types.SimpleNamespace(sensors={"depth": depth}, late=0, overruns=0, backend=healthy)
     assert status_line(quiet, last, 30.0).endswith("late 0, overruns 0"), "nothing to say: nothing added"
 
 

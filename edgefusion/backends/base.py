@@ -44,6 +44,9 @@ class Backend(ABC):
     """One bundle variant, ready to run ticks at batch 1. Use as a context manager."""
 
     name: str = "backend"
+    # Set by open_backend when this is not what the config asked for: "asked for tensorrt int8,
+    # running onnxruntime int8: <why>" (STATUS, doctor, the summary and the exit line show it).
+    degraded: str | None = None
 
     def __init__(self, bundle: Bundle, precision: str = "fp32"):
         if precision not in bundle.precisions:

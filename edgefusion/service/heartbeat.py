@@ -13,6 +13,7 @@ import time
 import orjson
 
 from edgefusion import log
+from edgefusion.backends.fallback import degraded_mark
 from edgefusion.modalities import STREAMS
 from edgefusion.service.notify import Notifier
 from edgefusion.sinks import Sink
@@ -51,8 +52,11 @@ def sensor_events(sensors: dict) -> str:
 
 
 def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) -> str:
+    """The health in one line; a backend that is not what the config asked for is said first
+    ("DEGRADED onnxruntime int8 (asked for tensorrt int8); ..."): `systemctl status` cuts long lines."""
+    mark = degraded_mark(runtime.backend)
     if last_line is None:
-        return "starting: no tick yet"
+        return "; ".join(x for x in (mark, "starting: no tick yet") if x)
     last = orjson.loads(last_line)
     sensors = ", ".join(f"{m} {state}" for m, state in last["sensors"].items())  # by modality name
     if last["label"] is None:  # no answer: its reason, not a confidence
@@ -60,7 +64,7 @@ def status_line(runtime, last_line: str | None, rate_hz: float, telemetry=None) 
     else:
         intent = f"intent {last['label']} {last['confidence']:.0%}"
     line = (
-        f"{rate_hz:.1f} ticks/s; {sensors}; {intent}; "
+        (f"{mark}; " if mark else "") + f"{rate_hz:.1f} ticks/s; {sensors}; {intent}; "
         f"latency {last['latency_ms']:.2f} ms; late {runtime.late}, overruns {runtime.overruns}"
     )
     events = sensor_events(runtime.sensors)
