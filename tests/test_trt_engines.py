@@ -23,7 +23,7 @@ from tiny_bundle import make_bundle
 
 from edgefusion.backends.base import BackendError
 from edgefusion.backends.tensorrt.build import build_plan
-from edgefusion.backends.tensorrt.cache import EngineCache
+from edgefusion.backends.tensorrt.cache import EngineCache, plan_key
 from edgefusion.backends.tensorrt.cuda.api import GpuInfo
 from edgefusion.backends.tensorrt.engines import build_all, load_engines
 from edgefusion.backends.tensorrt.logger import trt_logger
@@ -262,6 +262,18 @@ def test_a_damaged_plan_is_a_miss_and_is_removed(trt, tiny, options):
     assert len(again.built) == 1 and len(again.cached) == 2
 
 
+def test_a_sidecar_whose_facts_are_not_its_key_is_a_miss(trt, tiny, options):
+    """A sidecar edited by hand (or copied from another machine under a plan's name) no longer
+    vouches for its plan: the facts it holds must hash to the key it is filed under."""
+    load_engines(trt, tiny, "fp32", options, GPU)
+    sidecar = next(p for p in options.cache_path().glob("*.json"))
+    meta = json.loads(sidecar.read_text())
+    meta["facts"]["tensorrt"] = "8.6.2"
+    sidecar.write_text(json.dumps(meta))
+    again = load_engines(trt, tiny, "fp32", options, GPU)
+    assert again.built == [meta["role"]] and len(again.cached) == 2
+
+
 def test_a_plan_tensorrt_will_not_load_is_rebuilt_once(trt, tiny, options, capsys):
     load_engines(trt, tiny, "fp32", options, GPU)
     trt.deserialize_returns_none = 1  # the first cached plan: TensorRT returns None
@@ -300,15 +312,20 @@ def test_without_build_a_miss_names_the_command(trt, tiny, options):
 
 def test_least_recently_used_plans_go_beyond_the_bound(tmp_path):
     cache = EngineCache(tmp_path / "c", max_bytes=2500)
-    for i, key in enumerate(("a", "b")):
-        cache.store(key, bytes(1000), {"role": key})
-        os.utime(cache.root / f"{key}.json", (1000 + i, 1000 + i))
-    assert cache.lookup("a") is not None  # a is now the most recently used
-    cache.store("c", bytes(1000), {"role": "c"})
-    assert [e["key"] for e in cache.entries()] == ["a", "c"]  # b, the least recently used, went
-    cache.store("d", bytes(3000), {"role": "d"})  # bigger than the bound: kept, every other one goes
-    assert [e["key"] for e in cache.entries()] == ["d"]
-    assert sorted(os.listdir(cache.root)) == ["d.json", "d.plan"]
+    keys = {role: plan_key({"role": role}) for role in "abcd"}
+
+    def store(role: str, size: int) -> None:
+        cache.store(keys[role], bytes(size), {"facts": {"role": role}})
+
+    for i, role in enumerate("ab"):
+        store(role, 1000)
+        os.utime(cache.root / f"{keys[role]}.json", (1000 + i, 1000 + i))
+    assert cache.lookup(keys["a"]) is not None  # a is now the most recently used
+    store("c", 1000)
+    assert [e["key"] for e in cache.entries()] == [keys["a"], keys["c"]]  # b, the least recently used, went
+    store("d", 3000)  # bigger than the bound: kept, every other one goes
+    assert [e["key"] for e in cache.entries()] == [keys["d"]]
+    assert sorted(os.listdir(cache.root)) == [f"{keys['d']}.json", f"{keys['d']}.plan"]
 
 
 def test_a_cache_below_a_file_is_said_once_and_engines_are_built_in_memory(trt, tiny, tmp_path, capsys):

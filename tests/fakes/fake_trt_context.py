@@ -26,6 +26,7 @@ class FakeExecutionContext:
         self.label = ",".join(self._inputs)  # what the fake stream logs: "execute rgb", "execute p_rgb,p_depth"
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._addresses: dict[str, int] = {}
+        self._resolved: dict = {}  # output shapes at the last input shapes (_output_shapes)
         self._session = open_session(engine.onnx, threads=1, providers=["CPUExecutionProvider"])
         self._run_options = run_options()
         self._bindings: dict[tuple[int, ...], object] = {}  # one ONNX Runtime binding per address set
@@ -50,9 +51,19 @@ class FakeExecutionContext:
         if mode == "INPUT":
             return self._shapes.get(name, dims)
         if -1 in dims and len(self._shapes) == len(self._inputs):
-            batch = self._shapes[self._inputs[0]][0]
-            return tuple(batch if d == -1 else d for d in dims)
+            return self._output_shapes()[name]
         return dims
+
+    def _output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every output's shape at the inputs' shapes, as TensorRT propagates them: here by one run
+        of the graph on zeros (an exporter's symbolic dims, ``Castp_rgb_dim_1``, have no value)."""
+        key = tuple(self._shapes[name] for name in self._inputs)
+        if self._resolved.get("key") != key:
+            feeds = {n: np.zeros(self._shapes[n], np.float32) for n in self._inputs}
+            outputs = [o.name for o in self._session.get_outputs()]
+            values = self._session.run(outputs, feeds)
+            self._resolved = {"key": key, **{n: tuple(v.shape) for n, v in zip(outputs, values)}}
+        return self._resolved
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         if len(self._shapes) != len(self._inputs) or len(self._addresses) != len(self._io):

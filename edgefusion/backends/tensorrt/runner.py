@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from edgefusion.backends.tensorrt.graphs import TickGraphs
 from edgefusion.backends.tensorrt.options import TensorRTOptions
 from edgefusion.backends.tensorrt.runtime_trt import import_tensorrt
 from edgefusion.bundle import Bundle
+
+if TYPE_CHECKING:  # TensorRT's typed API (tensorrt-stubs) for the checker; never imported at run time
+    import tensorrt
 
 HEAD = "head"
 _ALIGN = 256  # TensorRT wants every tensor address 256-byte aligned (cudaMalloc's own alignment)
@@ -40,8 +44,7 @@ class TensorRTBackend(Backend):
         self.facts: dict[str, Any] = {}  # for STATUS, doctor and the summary: what runs, and how
         self._release: list[Callable[[], None]] = []  # undoes activation, in reverse order
         self._graphs: TickGraphs | None = None
-        self._contexts: dict[str, Any] = {}  # per graph role: its engine's execution context
-        self._head: Any = None  # the head's context
+        self._contexts: dict[str, tensorrt.IExecutionContext] = {}  # per graph role (each modality, "head")
 
     # -- activation ------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
@@ -52,7 +55,7 @@ class TensorRTBackend(Backend):
             self._release_all()
             raise
 
-    def _set_up(self, trt: Any) -> None:
+    def _set_up(self, trt: ModuleType) -> None:
         cuda = self._cuda = open_cuda(self.options.cuda)
         self._release.append(cuda.close)
         gpu = cuda.gpu()
@@ -77,11 +80,11 @@ class TensorRTBackend(Backend):
         first = probs_at // _FLOAT.itemsize
         self._outputs = (self._host_out[:n], self._host_out[first : first + n])  # views made once
 
-        self._contexts, self._head = {}, None
+        self._contexts = {}
         self._release.append(self._drop_contexts)  # before the engines go, even if one fails here
         for m in self.names:
             self._contexts[m] = self._encoder_context(m)
-        self._head = self._contexts[HEAD] = self._head_context(probs_at)
+        self._contexts[HEAD] = self._head_context(probs_at)
 
         graphs_off = self._graphs_off(cuda)
         if graphs_off is None:
@@ -117,13 +120,14 @@ class TensorRTBackend(Backend):
         self._release.append(partial(self._cuda.free, ptr))
         return ptr
 
-    def _new_context(self, role: str) -> Any:
-        context = self._loaded.engines[role].create_execution_context()
+    def _new_context(self, role: str) -> tensorrt.IExecutionContext:
+        engine: tensorrt.ICudaEngine = self._loaded.engines[role]
+        context = engine.create_execution_context()
         if context is None:  # TensorRT returns None (and logs why) rather than raising
             raise BackendError(f"{self._where(role)}: TensorRT could not create an execution context (GPU memory?)")
         return context
 
-    def _encoder_context(self, m: str) -> Any:
+    def _encoder_context(self, m: str) -> tensorrt.IExecutionContext:
         spec = self.bundle.modality(m)
         context = self._new_context(m)
         self._bind(context, m, spec.input_name, self._dev_in[m], self._input_shape(m))
@@ -131,7 +135,7 @@ class TensorRTBackend(Backend):
         self._check_shape(context, m, spec.output_name, self._projection_shape(m))
         return context
 
-    def _head_context(self, probs_at: int) -> Any:
+    def _head_context(self, probs_at: int) -> tensorrt.IExecutionContext:
         head = self.bundle.manifest[HEAD]
         context = self._new_context(HEAD)
         self._head_inputs = list(head["inputs"])  # in the order of self.names
@@ -145,7 +149,9 @@ class TensorRTBackend(Backend):
             self._check_shape(context, HEAD, name, (1, self.n_classes))
         return context
 
-    def _bind(self, context: Any, role: str, name: str, ptr: int, shape: tuple[int, ...] | None = None) -> None:
+    def _bind(
+        self, context: tensorrt.IExecutionContext, role: str, name: str, ptr: int, shape: tuple[int, ...] | None = None
+    ) -> None:
         """Set tensor ``name``'s address (and an input's shape, once: batch 1). TensorRT answers
         False, not an exception, for a name the engine does not have."""
         if shape is not None and not context.set_input_shape(name, shape):
@@ -153,8 +159,9 @@ class TensorRTBackend(Backend):
         if not context.set_tensor_address(name, ptr):
             raise BackendError(f"{self._where(role)}: the engine has no tensor {name!r}: build the engines again")
 
-    def _check_shape(self, context: Any, role: str, name: str, shape: tuple[int, ...]) -> None:
-        got = tuple(context.get_tensor_shape(name))
+    def _check_shape(self, context: tensorrt.IExecutionContext, role: str, name: str, shape: tuple[int, ...]) -> None:
+        dims = context.get_tensor_shape(name)
+        got = tuple(dims[i] for i in range(len(dims)))  # TensorRT's Dims: indexable, not typed iterable
         if got != shape:
             raise BackendError(
                 f"{self._where(role)}: the engine's {name} has shape {got}, the bundle says {shape}: "
@@ -183,7 +190,7 @@ class TensorRTBackend(Backend):
 
     def _drop_contexts(self) -> None:
         """Before the engines: a context must not outlive its engine."""
-        self._contexts, self._head = {}, None
+        self._contexts = {}
 
     def _close_graphs(self) -> None:
         graphs, self._graphs = self._graphs, None
@@ -197,7 +204,7 @@ class TensorRTBackend(Backend):
 
     def _point_head(self, i: int, ptr: int) -> None:
         if self._head_addrs[i] != ptr:
-            if not self._head.set_tensor_address(self._head_inputs[i], ptr):
+            if not self._contexts[HEAD].set_tensor_address(self._head_inputs[i], ptr):
                 raise BackendError(f"{self._where(HEAD)}: the engine has no tensor {self._head_inputs[i]!r}")
             self._head_addrs[i] = ptr
 

@@ -89,5 +89,6 @@ class Cuda(ABC):
     def destroy_graph(self, graph: Any) -> None:
         raise NotImplementedError(f"{self.name} has no CUDA graphs")
 
+    @abstractmethod
     def close(self) -> None:
-        """Release what the adapter holds itself (nothing the caller allocated)."""
+        """Release what the adapter holds itself (a pushed context; nothing the caller allocated)."""

@@ -139,3 +139,6 @@ class CudaPython(Cuda):
 
     def destroy_graph(self, graph: Any) -> None:
         self._call("cudaGraphExecDestroy", graph)
+
+    def close(self) -> None:
+        """Nothing to release: the runtime API's primary context is the process's, shared with TensorRT."""
