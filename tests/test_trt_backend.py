@@ -12,7 +12,6 @@ from tiny_bundle import make_bundle
 
 from edgefusion.backends import BackendError, make_backend
 from edgefusion.backends.tensorrt import TensorRTBackend, runner
-from edgefusion.backends.tensorrt.engines import Engines
 from edgefusion.backends.tensorrt.options import TensorRTOptions
 from edgefusion.bench import allocation_growth
 from edgefusion.bundle import default_bundle_path, load_bundle
@@ -22,41 +21,9 @@ pytest_plugins = ["fakes.fixtures"]  # the fake_gpu fixture
 E = fake_cudart.cudaError_t
 
 
-# -- until tests/fakes/fake_tensorrt.py and engines.load_engines are merged: a stand-in ---------------
-class StandInEngine:
-    """What the runner asks of an engine, in the shared fake plan's terms (``.onnx``, ``.header``)."""
-
-    def __init__(self, onnx: bytes, io: list):
-        self.onnx, self.header = onnx, {"version": "stand-in", "io": io}
-
-    def create_execution_context(self):
-        return FakeExecutionContext(self)
-
-
-def stand_in_load_engines(trt, bundle, precision, options, gpu, build=True):
-    def tensor(name, mode, shape):
-        return [name, mode, [-1, *shape], "FLOAT"]
-
-    engines = {
-        spec.name: StandInEngine(
-            bundle.graph_bytes(precision, spec.name),
-            [tensor(spec.input_name, "INPUT", spec.shape), tensor(spec.output_name, "OUTPUT", spec.projection)],
-        )
-        for spec in bundle.modalities
-    }
-    head = bundle.manifest["head"]
-    io = [tensor(n, "INPUT", bundle.modality(m).projection) for n, m in zip(head["inputs"], bundle.names)]
-    io += [tensor(n, "OUTPUT", (len(bundle.labels),)) for n in head["outputs"]]
-    engines["head"] = StandInEngine(bundle.graph_bytes(precision, "head"), io)
-    return Engines(runtime=object(), engines=engines, built=list(engines), cached=[])
-
-
 @pytest.fixture
-def gpu(fake_gpu, monkeypatch, tmp_path):
-    """The fake GPU, and TensorRT: the fake one where it exists, else the stand-in above."""
-    if fake_gpu.trt is None:
-        monkeypatch.setattr(runner, "import_tensorrt", lambda: SimpleNamespace(__version__="stand-in"))
-        monkeypatch.setattr(runner, "load_engines", stand_in_load_engines)
+def gpu(fake_gpu, tmp_path):
+    """The fake GPU and the fake TensorRT, with an engine cache of the test's own."""
     fake_gpu.cache_dir = str(tmp_path / "engines")
     return fake_gpu
 
@@ -299,7 +266,7 @@ def test_a_failure_during_activation_is_one_line_and_frees_what_was_allocated(gp
 
 
 def _altered_engines(monkeypatch, alter):
-    """Whatever loads engines here (the fake TensorRT or the stand-in), with ``alter(engines)`` applied."""
+    """The engines as the fake TensorRT loads them, with ``alter(engines)`` applied."""
     load = runner.load_engines
 
     def altered(*args, **kw):

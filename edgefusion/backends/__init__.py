@@ -27,10 +27,8 @@ def make_backend(name: str, bundle: Bundle, precision: str = "fp32", threads: in
 
         return OnnxRuntimeBackend(bundle, precision, threads=threads)
     if name == "tensorrt":
-        try:
-            from edgefusion.backends.tensorrt import TensorRTBackend
-        except ImportError as err:
-            raise not_installed(err) from err
+        from edgefusion.backends.tensorrt import TensorRTBackend  # imports neither TensorRT nor CUDA
+
         return TensorRTBackend(bundle, precision, tensorrt)
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 

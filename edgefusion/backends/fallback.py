@@ -58,15 +58,12 @@ def cache_problem(folder: Path, max_bytes: int) -> str | None:
     minutes at every boot. Only looks: a folder not there yet is judged by its nearest existing
     parent (it will be created), never made here."""
     if folder.is_dir():
+        from edgefusion.backends.tensorrt.cache import EngineCache
+
         try:
-            from edgefusion.backends.tensorrt.cache import EngineCache
-        except ImportError:
-            pass  # the TensorRT backend is not in this build: the permission check below
-        else:
-            try:
-                return EngineCache(folder, max_bytes).writable()
-            except Exception as err:  # a check that breaks is said as such, never a start that fails
-                return f"{folder}: the engine cache's check failed: {failure(err)[0]}"
+            return EngineCache(folder, max_bytes).writable()
+        except Exception as err:  # a check that breaks is said as such, never a start that fails
+            return f"{folder}: the engine cache's check failed: {failure(err)[0]}"
     from edgefusion.args import unwritable
 
     problem = unwritable(folder)

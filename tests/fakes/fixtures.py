@@ -1,5 +1,5 @@
-"""``fake_gpu``: the FAKE CUDA runtime (and the FAKE TensorRT, where tests/fakes has it) installed
-where the backend imports them from, for one test.
+"""``fake_gpu``: the FAKE CUDA runtime and the FAKE TensorRT installed where the backend imports
+them from, for one test.
 
     pytest_plugins = ["fakes.fixtures"]  # in a test module: its tests may then ask for fake_gpu
 """
@@ -9,31 +9,28 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from fakes import fake_cudart
+from fakes import fake_cudart, fake_tensorrt
 
 
 @dataclass
 class FakeGpu:
     cudart: ModuleType  # fakes.fake_cudart
-    trt: ModuleType | None  # fakes.fake_tensorrt, None until that file exists
+    trt: ModuleType  # fakes.fake_tensorrt
 
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
     fake_cudart.reset()
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", fake_cudart)
-    trt = None
-    if (Path(__file__).parent / "fake_tensorrt.py").exists():
-        trt = importlib.import_module("fakes.fake_tensorrt")
-        trt.reset()
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    yield FakeGpu(fake_cudart, trt)
+    fake_tensorrt.reset()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt)
+    yield FakeGpu(fake_cudart, fake_tensorrt)
     fake_cudart.reset()
+    fake_tensorrt.reset()
 
 
 @pytest.fixture
