@@ -105,9 +105,12 @@ def _tensorrt(cfg, bundle: Bundle, make, probe) -> tuple[Backend | None, str | N
     """The first TensorRT backend that activates, from the asked precision up the ladder, and
     why the asked one did not (None if it did); (None, why) when none did."""
     precision = cfg.runtime.precision
-    problem = cache_problem(cfg.tensorrt.cache_path(), cfg.tensorrt.max_cache_mb << 20)
+    folder = cfg.tensorrt.cache_path()
+    problem = cache_problem(folder, cfg.tensorrt.max_cache_mb << 20)
     if problem:
-        log.warning(problem)
+        from edgefusion.backends.tensorrt.cache import say_unwritable
+
+        say_unwritable(folder, problem)
     after = f"onnxruntime {precision}"
     try:
         probe(cfg.tensorrt)

@@ -502,22 +502,11 @@ class Speaker:
         if self._pacat is None:
             if time.monotonic() < self._retry_at:
                 return  # no server: the audio of this moment is lost, as a voice in an empty room
-            self._pacat = self.server.spawn(
-                [
-                    "pacat",
-                    "--playback",
-                    "--raw",
-                    "--format=s16le",
-                    f"--rate={self.rate}",
-                    "--channels=1",
-                    "--latency-msec=20",
-                    "-d",
-                    self.server.sink,
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            try:
+                self._pacat = self._spawn_pacat()
+            except OSError:  # the keeper's group is gone (the rig is being taken down): as no server
+                self._retry_at = time.monotonic() + self.RETRY_S
+                return
             # The server plays what it is given at once: ``lead_s`` of silence first puts each block
             # at the sink when it is due, and keeps a late wake-up of this thread from being a gap.
             pcm = bytes(2 * round(self.lead_s * self.rate)) + pcm
@@ -527,6 +516,24 @@ class Speaker:
         except (BrokenPipeError, OSError):  # the server went away and pacat with it
             self._close_pacat()
             self._retry_at = time.monotonic() + self.RETRY_S
+
+    def _spawn_pacat(self) -> subprocess.Popen:
+        return self.server.spawn(
+            [
+                "pacat",
+                "--playback",
+                "--raw",
+                "--format=s16le",
+                f"--rate={self.rate}",
+                "--channels=1",
+                "--latency-msec=20",
+                "-d",
+                self.server.sink,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def _close_pacat(self) -> None:
         if self._pacat is not None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import tensorrt
 
 OPS_TIP = (
-    "TensorRT's ONNX parser takes the operators in edgefusion/export/tensorrt_onnx_ops.txt: "
+    "TensorRT's ONNX parser takes the operators listed in export/tensorrt_onnx_ops.txt (package edgefusion.export): "
     "export the model again with edgefusion-export, which refuses any other"
 )
 

@@ -19,11 +19,23 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgefusion import log
 from edgefusion.atomic import atomic_write
 from edgefusion.backends.tensorrt.cuda.api import GpuInfo
 
 PLAN, META = ".plan", ".json"
 TIMING_PREFIX = "timing-"
+
+
+_SAID_UNWRITABLE: set[Path] = set()  # cache folders whose problem this process has said
+
+
+def say_unwritable(root: Path, reason: str) -> None:
+    """One warning per cache folder and process: the start says it, and the fallback's next
+    precision, trying the same folder, does not say it again."""
+    if root not in _SAID_UNWRITABLE:
+        _SAID_UNWRITABLE.add(root)
+        log.warning(reason)
 
 
 def plan_key(facts: dict) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgefusion import __version__, log
 from edgefusion.backends.base import BackendError
 from edgefusion.backends.tensorrt.build import build_plan, build_settings
-from edgefusion.backends.tensorrt.cache import EngineCache, gpu_facts, plan_key
+from edgefusion.backends.tensorrt.cache import EngineCache, gpu_facts, plan_key, say_unwritable
 from edgefusion.backends.tensorrt.cuda.api import GpuInfo
 from edgefusion.backends.tensorrt.logger import trt_logger
 from edgefusion.backends.tensorrt.options import TensorRTOptions
@@ -68,7 +68,7 @@ def load_engines(
 ) -> Engines:
     loader = _Loader(trt, bundle, precision, options, gpu)
     if loader.unwritable and build:
-        log.warning(loader.unwritable + "; building in memory for this run")
+        say_unwritable(loader.cache.root, loader.unwritable + "; building in memory for this run")
     try:
         for role in roles(bundle):
             loader.load(role, build)
@@ -116,8 +116,14 @@ class _Loader:
             why = self.logger.last_error or "TensorRT logged no error"
             raise BackendError(f"the TensorRT engine just built for {role} ({precision}) does not load: {why}")
         if not self.unwritable:
-            cache.store(key, plan, _meta(self.bundle, precision, role, facts, seconds))
-            cache.store_timing_cache(trt_version(self.trt), self.gpu, self.timing or b"")
+            try:
+                cache.store(key, plan, _meta(self.bundle, precision, role, facts, seconds))
+                cache.store_timing_cache(trt_version(self.trt), self.gpu, self.timing or b"")
+            except OSError as err:  # the engine runs all the same; only the next start pays for it
+                log.warning(
+                    f"could not keep the TensorRT engine for {role} ({precision}) in {cache.root} "
+                    f"({err.strerror or err}): it runs now, and is built again at the next start"
+                )
         self.out.engines[role] = engine
         self.out.built.append(role)
 
