@@ -4,6 +4,7 @@ error), and the run goes on with the next precision, then ONNX Runtime, one line
 
 import json
 import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,23 @@ def test_with_tensorrt_but_no_cuda_driver_the_demo_says_so_and_runs_on_onnxrunti
     assert summary["degraded"].startswith("asked for tensorrt fp32, running onnxruntime fp32: no CUDA driver or GPU")
     ticks = [json.loads(line)["tick"] for line in r.stdout.splitlines()]
     assert ticks and ticks == list(range(ticks[0], ticks[0] + len(ticks))), "results uninterrupted"
+
+
+def test_bench_runs_the_loop_on_tensorrt_and_compares_caching_only_on_like_terms(fake_gpu, demo, tmp_path, monkeypatch):
+    """The runtime's own loop (sync, submit, wait, result) over the TensorRT backend; the caching
+    ratios are left out, since their reference graphs run on ONNX Runtime's CPU."""
+    from edgefusion.bench import render, run_bench
+
+    monkeypatch.setattr(fake_gpu.cudart, "log", deque(maxlen=0))  # the fake's own log is not the backend's
+    backend = open_backend(config(tmp_path, "fp32"), demo)
+    try:
+        report = run_bench(demo, backend, ticks=200, alloc_ticks=50)
+    finally:
+        backend.deactivate()
+    assert (report["backend"], report["degraded"]) == ("tensorrt", None)
+    assert report["alloc_growth_bytes"] == 0, report["alloc_growth_by_file"]
+    assert report["overhead_ratio"] > 0 and report["encoder_runs"]["audio"] < report["encoder_runs"]["rgb"]
+    assert report["caching_compute_ratio"] is None and report["caching_efficiency"] is None
+    assert "caching: not compared (the monolithic and bare graphs run on onnxruntime, the ticks on tensorrt)" in (
+        render(report)
+    )
