@@ -54,7 +54,7 @@ def _bad_cases():
             yield pytest.param(f.name, value, id=f"{f.name}={value!r}"[:40])
 
 
-@pytest.mark.parametrize("key,value", _bad_cases())
+@pytest.mark.parametrize("key,value", list(_bad_cases()))
 def test_a_wrong_type_or_an_absurd_value_is_one_line_naming_the_key(key, value):
     with pytest.raises(ConfigError) as err:
         parse_config({"tensorrt": {key: value}}, "robot.toml")

@@ -51,12 +51,14 @@ def kill_group(pgid: int, runtime_dir: str) -> None:
     """SIGKILL every process of the group started for ``runtime_dir`` until none is left (a
     stopped, i.e. frozen, server dies of SIGKILL as well)."""
     end = time.monotonic() + OWNER_GONE_GRACE_S
-    while (pids := group_members(pgid, runtime_dir)) and time.monotonic() < end:
-        for pid in pids:
+    while pids := group_members(pgid, runtime_dir):
+        for pid in pids:  # each found is killed, however long the scan of /proc took on a busy machine
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if time.monotonic() >= end:
+            break
         time.sleep(0.02)
 
 
