@@ -103,6 +103,8 @@ def test_install_into_a_staging_root_lays_out_files_and_modes(staged):
 
     cfg = load_config(root / "etc/edgefusion/edgefusion.toml")
     assert cfg.source.kind == "realsense" and cfg.runtime.bundle == "/etc/edgefusion/bundle", "runs the bundle given"
+    # the robot asks for TensorRT, its engines in the state directory systemd gives the service
+    assert cfg.runtime.backend == "tensorrt" and cfg.tensorrt.cache_dir == ""
     staged_bundle = root / "etc/edgefusion/bundle"
     assert _mode(staged_bundle) == 0o750 and _mode(staged_bundle / "manifest.json") == 0o640
     r = subprocess.run(
