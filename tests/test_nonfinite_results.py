@@ -193,9 +193,11 @@ def test_a_backend_that_keeps_giving_nan_is_reactivated_once_then_failed_and_com
     results = _until(runtime, lambda: runtime.backend_failed)
     reasons = [r.reason for r in results]
     n = FAIL_AFTER_TICKS
+    # How many ticks see the reactivation in progress is the machine's: none where the tick thread
+    # was descheduled for as long as the reactivation took (a loaded 2-core CI machine).
     restarting = reasons.count(BACKEND_RESTARTING)
     assert reasons == [NON_FINITE] * n + [BACKEND_RESTARTING] * restarting + [NON_FINITE] * (n - 1) + [BACKEND_FAILED]
-    assert restarting >= 1 and backend.activations == 2 and runtime.backend_restarts == 1
+    assert backend.activations == 2 and runtime.backend_restarts == 1
     assert all(r.label is None and r.probs is None for r in results)
     results = _ticks(runtime, 10)  # failed: the lines go on, each marked
     assert all(r.reason == BACKEND_FAILED and r.label is None for r in results)

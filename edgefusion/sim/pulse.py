@@ -317,8 +317,11 @@ class PulseServer:
         flowing = threading.Event()
 
         def drain() -> None:
-            while recorder.stdout.read1(65536):
-                flowing.set()
+            try:
+                while recorder.stdout.read1(65536):
+                    flowing.set()
+            except (ValueError, OSError):  # _stop_keep_alive closed the pipe while this read it
+                pass
             recorder.wait()
 
         threading.Thread(target=drain, name="pulse-keep-alive", daemon=True).start()
