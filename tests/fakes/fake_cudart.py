@@ -169,30 +169,35 @@ def cudaGetErrorName(error):
 # -- memory -----------------------------------------------------------------------------------------
 @_real_api(1)
 def cudaHostAlloc(size, flags):
-    if _capturing():
-        return cudaError_t.cudaErrorStreamCaptureUnsupported, None
-    return OK, _alloc(_host, size)
+    return _allocate(_host, size)
 
 
 @_real_api()
 def cudaFreeHost(ptr):
-    if _capturing():
-        return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
-    return (OK,) if _host.pop(int(ptr), None) else (cudaError_t.cudaErrorInvalidValue,)
+    return _release(_host, ptr)
 
 
 @_real_api(1)
 def cudaMalloc(size):
-    if _capturing():
-        return cudaError_t.cudaErrorStreamCaptureUnsupported, None
-    return OK, _alloc(_device, size)
+    return _allocate(_device, size)
 
 
 @_real_api()
 def cudaFree(devPtr):
+    return _release(_device, devPtr)
+
+
+def _allocate(pool: dict, size) -> tuple:
+    """A device refuses allocations while a stream captures (they cannot go into a graph)."""
+    if _capturing():
+        return cudaError_t.cudaErrorStreamCaptureUnsupported, None
+    return OK, _alloc(pool, size)
+
+
+def _release(pool: dict, ptr) -> tuple:
     if _capturing():
         return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
-    return (OK,) if _device.pop(int(devPtr), None) else (cudaError_t.cudaErrorInvalidValue,)
+    return (OK,) if pool.pop(int(ptr), None) else (cudaError_t.cudaErrorInvalidValue,)
 
 
 # -- streams and copies -------------------------------------------------------------------------------
