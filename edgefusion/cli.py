@@ -1,4 +1,4 @@
-"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, info).
+"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, info, hil).
 
 ``--json`` wherever a command reports. This module parses and reports; a run is assembled in
 ``app.py``.
@@ -255,6 +255,12 @@ def cmd_engines(args) -> int:
     return 0
 
 
+def cmd_hil(args) -> int:
+    from edgefusion.hil.command import run
+
+    return run(args)
+
+
 def _describe_modality(spec) -> dict:
     """One modality as ``info`` shows it: its name, the stream feeding it, its input, its timing."""
     d = {"name": spec.name, "sensor": spec.sensor, "shape": list(spec.shape), "rate_hz": spec.rate_hz}
@@ -438,6 +444,27 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("info", "verify a bundle and describe it")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_info)
+
+    sp = add("hil", "run the hardware-in-the-loop suite (hw_tests/) and write its report (JUnit XML, Markdown, HTML)")
+    sp.add_argument(
+        "--rig",
+        choices=("virtual", "realsense"),
+        default="virtual",
+        help="virtual (the software RealSense and a private PulseAudio, as CI) or realsense (this robot's own "
+        "camera and microphone; EDGEFUSION_SERIAL and EDGEFUSION_MIC pick them)",
+    )
+    sp.add_argument(
+        "--backend",
+        default="",
+        metavar="IDS",
+        help="comma list of onnxruntime-cpu, onnxruntime-cuda, tensorrt, tensorrt-fake (default: every one present)",
+    )
+    sp.add_argument("--data", type=existing_file, default=None, help="labelled held-out .npz for your own bundle")
+    sp.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the loop tests' variant (default: fp32)")
+    sp.add_argument("--suite", type=Path, default=None, help="the tests' folder (default: this checkout's hw_tests/)")
+    sp.add_argument("-k", default="", metavar="EXPR", help="only the tests pytest's -k EXPR selects")
+    sp.add_argument("--report", type=new_folder, required=True, help="the report's folder (created if missing)")
+    sp.set_defaults(fn=cmd_hil)
     return p
 
 

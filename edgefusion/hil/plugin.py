@@ -3,10 +3,15 @@
 ``hw_tests/conftest.py`` imports this module's hooks and fixtures, so ``python -m pytest hw_tests``
 and ``edgefusion hil`` (which runs that pytest) see the same options. Every figure a test records is
 also a JUnit ``<property>`` of its test case, so a CI system shows it without the report.
+
+figures.json holds, beside each test's figures, its verdict, skip reason or failure and duration (a
+test without a ``figures`` fixture too), the run's options and the machine's facts: all the report
+needs, so it never maps JUnit names back to node ids.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -47,6 +52,53 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     config.stash[_RECORDS] = {}
+    # Registered here, not imported by hw_tests/conftest.py: the hooks ride on the one the conftest imports.
+    config.pluginmanager.register(Verdicts(), _VERDICTS)
+
+
+_VERDICTS = "edgefusion-hil-verdicts"
+MESSAGE_CHARS = 2000  # a failure's message, as the report quotes it; the whole traceback is in junit.xml
+
+
+def _skip_reason(report) -> str:
+    """pytest's skip longrepr is (path, line, "Skipped: <reason>")."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _failure(report) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text[:MESSAGE_CHARS]
+
+
+class Verdicts:
+    """Each test's outcome (passed, failed, error, skipped), its skip reason or failure, and its
+    duration; and the rig the tests used, for the machine's facts."""
+
+    def __init__(self) -> None:
+        self.tests: dict[str, dict] = {}
+        self.rig = None
+        self.started = time.time()
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:  # a test file that does not import: none of its tests ran
+            self.tests[report.nodeid] = {"outcome": "error", "duration_s": 0.0, "message": _failure(report)}
+
+    def pytest_runtest_call(self, item) -> None:
+        self.rig = self.rig or item.funcargs.get("hil_rig")
+
+    def pytest_runtest_logreport(self, report) -> None:
+        t = self.tests.setdefault(report.nodeid, {"outcome": "passed", "duration_s": 0.0})
+        t["duration_s"] += report.duration
+        if report.skipped:
+            why = _skip_reason(report) if not hasattr(report, "wasxfail") else f"expected to fail: {report.wasxfail}"
+            t.update(outcome="skipped", reason=why)
+        elif report.failed and report.when == "call":
+            t.update(outcome="failed", message=_failure(report))
+        elif report.failed and t["outcome"] != "failed":
+            # A setup or teardown failing is an error of the test's fixtures, not the test failing.
+            t.update(outcome="error", message=_failure(report))
 
 
 @pytest.fixture
@@ -62,15 +114,34 @@ def figures(request) -> Figures:
         request.node.user_properties.append(("jetson only", what))
 
 
-def pytest_sessionfinish(session) -> None:
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
     path = session.config.getoption("--hil-figures")
     if not path:
         return
+    from edgefusion.hil.machine import facts
+
+    verdicts: Verdicts = session.config.pluginmanager.get_plugin(_VERDICTS)
+    records = session.config.stash[_RECORDS]
+    option = session.config.getoption
     out = {
-        "rig": session.config.getoption("--rig"),
-        "backend": session.config.getoption("--backend"),
-        "bundle": session.config.getoption("--bundle"),
-        "tests": {node: r.as_dict() for node, r in session.config.stash[_RECORDS].items()},
+        "started": _utc(verdicts.started),
+        "finished": _utc(time.time()),
+        "pytest_exit": int(exitstatus),
+        "rig": option("--rig"),
+        "backend": option("--backend"),
+        "bundle": option("--bundle"),
+        "data": option("--data"),
+        "precision": option("--precision"),
+        "machine": facts(verdicts.rig),
+        # Every test that reported, in the order it ran, with its figures where it kept any.
+        "tests": {
+            node: {**verdict, **(records[node].as_dict() if node in records else {})}
+            for node, verdict in verdicts.tests.items()
+        },
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
