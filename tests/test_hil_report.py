@@ -71,10 +71,18 @@ def test_over_budget(figures):
 """
 
 
+GPU = """
+import pytest
+
+pytest.importorskip("a_gpu_library_no_one_has", reason="needs a_gpu_library (pip install it on the robot)")
+"""
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("suite")
-    for name, text in (("conftest.py", CONFTEST), ("test_measures.py", MEASURES), ("test_budget.py", BUDGET)):
+    files = {"conftest.py": CONFTEST, "test_measures.py": MEASURES, "test_budget.py": BUDGET, "test_gpu.py": GPU}
+    for name, text in files.items():
         (root / name).write_text(text)
     return root
 
@@ -89,7 +97,7 @@ def test_failing_run_exits_1_and_reports_every_verdict(failing_run):
     r, out = failing_run
     assert r.returncode == 1, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert str(out / "report.md") in last and "2 passed, 1 failed, 1 error, 1 skipped" in last, last
+    assert str(out / "report.md") in last and "2 passed, 1 failed, 1 error, 2 skipped" in last, last
 
     cases = ET.parse(out / "junit.xml").getroot().findall(".//testcase")
     assert {c.get("name") for c in cases} >= {"test_latency", "test_without_figures", "test_over_budget"}
@@ -97,13 +105,18 @@ def test_failing_run_exits_1_and_reports_every_verdict(failing_run):
     assert ("ticks", "120.0 (limit >= 100)") in {(p.get("name"), p.get("value")) for p in latency.iter("property")}
 
     tests = orjson.loads((out / "figures.json").read_bytes())["tests"]
-    outcomes = {node.split("::")[1]: t["outcome"] for node, t in tests.items()}
+    outcomes = {node.split("::")[1]: t["outcome"] for node, t in tests.items() if "::" in node}
     assert outcomes == {
         "test_over_budget": "failed",
         "test_latency": "passed",
         "test_without_figures": "passed",  # no figures fixture, still there
         "test_no_camera": "skipped",
         "test_setup_error": "error",
+    }
+    assert tests["test_gpu.py"] == {  # skipped whole, at its import
+        "outcome": "skipped",
+        "duration_s": 0.0,
+        "reason": "needs a_gpu_library (pip install it on the robot)",
     }
     assert "camera gone before the test" in tests["test_measures.py::test_setup_error"]["message"]
 
@@ -125,7 +138,7 @@ def test_report_holds_figures_reasons_and_plots(failing_run):
     ):
         assert text in md, text
     robot_only = md.split("## What only the robot can show")[1].split("\n## ")[0]
-    assert "TensorRT int8" in robot_only and "no RealSense on USB" in robot_only
+    assert "TensorRT int8" in robot_only and "no RealSense on USB" in robot_only and "a_gpu_library" in robot_only
     assert "&lt;b&gt;escaped&lt;/b&gt;" in page and "<b>escaped" not in page
     assert "TensorRT int8 on the GPU" in page and "Verdict: FAILED" in page
 
@@ -139,7 +152,7 @@ def test_report_holds_figures_reasons_and_plots(failing_run):
 def test_all_passed_or_skipped_exits_0(suite, tmp_path):
     r = cli("hil", "--suite", str(suite), "-k", "not over_budget and not setup_error", "--report", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 passed, 0 failed, 0 error, 1 skipped" in r.stdout.strip().splitlines()[-1]
+    assert "2 passed, 0 failed, 0 error, 2 skipped" in r.stdout.strip().splitlines()[-1]
     assert "Verdict: PASSED" in (tmp_path / "report.md").read_text()
 
 

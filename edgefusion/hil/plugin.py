@@ -82,7 +82,10 @@ class Verdicts:
         self.started = time.time()
 
     def pytest_collectreport(self, report) -> None:
-        if report.failed:  # a test file that does not import: none of its tests ran
+        """A test file skipped whole (its library is missing) or that does not import: none of its tests ran."""
+        if report.skipped:
+            self.tests[report.nodeid] = {"outcome": "skipped", "duration_s": 0.0, "reason": _skip_reason(report)}
+        elif report.failed:
             self.tests[report.nodeid] = {"outcome": "error", "duration_s": 0.0, "message": _failure(report)}
 
     def pytest_runtest_call(self, item) -> None:
