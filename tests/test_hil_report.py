@@ -5,6 +5,7 @@ the machine's facts on a fake Jetson tree and on this machine."""
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,6 +17,8 @@ from cli_check import cli, refused
 from edgefusion.hil import machine
 from edgefusion.hil.report import write_report
 from edgefusion.hil.rigs import VirtualRig
+
+pytest_plugins = ["fakes.fixtures"]  # the fake_gpu fixture
 
 CONFTEST = """
 import pytest
@@ -190,6 +193,16 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_without_pytest_it_says_how_to_get_it(tmp_path):
+    """pytest made unimportable in the child (sys.modules["pytest"] = None: import fails, find_spec is None)."""
+    code = "import sys; sys.modules['pytest'] = None; from edgefusion.cli import entry; sys.exit(entry())"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "hil", "--report", str(tmp_path / "r")], capture_output=True, text=True, timeout=60
+    )
+    line = refused(r, "pytest", "pip install 'edgefusion[hil]'")
+    assert line.startswith("edgefusion: error:") and not (tmp_path / "r").exists()
+
+
 def test_unknown_backend_is_one_line(tmp_path):
     pytest.importorskip("edgefusion.hil.backends", reason="edgefusion.hil.backends comes with the backends slice")
     refused(cli("hil", "--backend", "onnxruntime-cpu,tpu", "--report", str(tmp_path / "r")), "tpu")
@@ -245,3 +258,15 @@ def test_rig_facts_never_raise():
 
     assert machine.rig_facts(GoneCamera()) == {"rig": "virtual", "devices": "not found (No device connected)"}
     assert machine.rig_facts(None) == {"rig": "not found (no test opened the rig)"}
+
+
+def test_gpu_facts_through_the_cuda_runtime_the_backend_uses(fake_gpu):
+    """The FAKE CUDA runtime and TensorRT stand where the real ones are imported from: the GPU is
+    named by cudaGetDeviceProperties, TensorRT by its __version__ (a real GPU: a Jetson or CI with one)."""
+    assert machine.cuda_gpus() == "Fake GPU (tests/fakes/fake_cudart.py)"
+    assert machine.tensorrt() == fake_gpu.trt.__version__
+
+
+def test_gpu_facts_without_a_driver(no_cuda_device):
+    assert machine.cuda_gpus() is None
+    assert machine.cuda_driver() == "not found (no CUDA driver answers)"

@@ -38,6 +38,11 @@ def suite_folder(given: Path | None) -> Path:
 
 
 def _check(args) -> None:
+    from edgefusion.args import unwritable
+
+    why = unwritable(args.report)  # before the minutes of tests, not after them
+    if why:
+        raise EdgefusionError(f"--report {args.report}: {why}; choose another folder")
     if importlib.util.find_spec("pytest") is None:
         raise EdgefusionError("edgefusion hil runs the suite with pytest: pip install 'edgefusion[hil]'")
     if args.bundle is not None and not args.bundle.is_dir():

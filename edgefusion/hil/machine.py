@@ -79,18 +79,45 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def _runtime():
+    """(cuda.bindings.runtime, None) as the TensorRT backend imports it, or (None, why not)."""
+    import importlib
+
+    try:
+        return importlib.import_module("cuda.bindings.runtime"), None
+    except ImportError:
+        return None, "cuda-bindings not installed: pip install 'edgefusion[tensorrt]'"
+    except Exception as err:
+        return None, f"cuda-bindings broken: {_first_line(err)}"
+
+
+def _ask(runtime, call: str, *args):
+    """A runtime call's value, or None where it fails (no driver, no libcuda at all)."""
+    try:
+        err, value = getattr(runtime, call)(*args)
+    except Exception:  # cuda.pathfinder's DynamicLibNotFoundError where libcuda is missing
+        return None
+    return value if err == runtime.cudaError_t.cudaSuccess else None
+
+
 def cuda_driver() -> str:
     """The CUDA version the driver supports, as cuda-bindings asks it (what the TensorRT backend runs on)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        return _not_found("cuda-bindings not installed: pip install 'edgefusion[tensorrt]'")
-    except Exception as err:
-        return _not_found(f"cuda-bindings broken: {_first_line(err)}")
-    err, version = runtime.cudaDriverGetVersion()
-    if err != runtime.cudaError_t.cudaSuccess or not version:
+    runtime, why = _runtime()
+    if runtime is None:
+        return _not_found(why)
+    version = _ask(runtime, "cudaDriverGetVersion")
+    if not version:  # 0: no driver installed
         return _not_found("no CUDA driver answers")
     return f"driver supports CUDA {version // 1000}.{version % 1000 // 10}"
+
+
+def cuda_gpus() -> str | None:
+    """The CUDA devices' names (a Jetson's nvidia-smi may not name its GPU), or None."""
+    runtime, _ = _runtime()
+    count = _ask(runtime, "cudaGetDeviceCount") if runtime is not None else None
+    props = [_ask(runtime, "cudaGetDeviceProperties", i) for i in range(count or 0)]
+    names = [p.name.split(b"\0", 1)[0].decode(errors="replace") for p in props if p is not None]
+    return ", ".join(names) or None
 
 
 def nvidia_smi() -> tuple[str, str]:
@@ -134,6 +161,8 @@ def facts(rig=None, root: str | os.PathLike = "/") -> dict[str, str]:
     """Every fact, in the order the report shows them."""
     root = Path(root)
     gpu, driver = nvidia_smi()
+    if gpu.startswith("not found"):
+        gpu = cuda_gpus() or gpu
     return {
         "JetPack": jetpack(root),
         "L4T": l4t(root),
