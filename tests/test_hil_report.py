@@ -144,6 +144,8 @@ def test_report_holds_figures_reasons_and_plots(failing_run):
     assert "TensorRT int8" in robot_only and "no RealSense on USB" in robot_only and "a_gpu_library" in robot_only
     assert "&lt;b&gt;escaped&lt;/b&gt;" in page and "<b>escaped" not in page
     assert "TensorRT int8 on the GPU" in page and "Verdict: FAILED" in page
+    for level in (2, 3):  # one page, rendered twice: the same sections
+        assert page.count(f"<h{level}>") == md.count("\n" + "#" * level + " ") > 0
 
     shown = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
     assert len(shown) == 3  # the histogram, the line, the accuracy bars

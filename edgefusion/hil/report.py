@@ -95,15 +95,14 @@ def _header(run: dict | None, junit: Path | None, pytest_exit: int | None) -> li
     failed = c["failed"] or c["error"] or exit_code not in (0, None)
     blocks: list[Block] = [("h", 1, "edgefusion hardware-in-the-loop report")]
     if run is not None:
-        backends = run["backend"] or "every one present"
-        blocks.append(
-            (
-                "p",
-                f"{run['started']} to {run['finished']}; rig `{run['rig']}`; backends: {backends}; bundle: "
-                f"{run['bundle'] or 'the demo bundle'}; precision {run['precision']}"
-                + (f"; data {run['data']}" if run["data"] else ""),
-            )
-        )
+        what = [
+            f"{run['started']} to {run['finished']}",
+            f"rig `{run['rig']}`",
+            f"backends: {run['backend'] or 'every one present'}",
+            f"bundle: {run['bundle'] or 'the demo bundle'}",
+            f"precision {run['precision']}",
+        ]
+        blocks.append(("p", "; ".join(what + ([f"data {run['data']}"] if run["data"] else []))))
     blocks.append(("p", f"Verdict: {'FAILED' if failed else 'PASSED'}: {verdict_line(c)}."))
     if exit_code not in (0, 1, None):
         blocks.append(("p", f"pytest ended with code {exit_code} ({PYTEST_EXITS.get(exit_code, 'unknown')})."))
