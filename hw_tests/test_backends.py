@@ -43,8 +43,8 @@ SAMPLES = 500  # per agreement check: 1 point of accuracy is 5 samples
 SPLIT_SAMPLES = 20  # per split == monolithic check, for every pattern
 PRECISIONS = ("fp32", "fp16", "int8")
 # max |split - monolithic| / max |monolithic| over samples and patterns. fp32: the same arithmetic;
-# fp16: half precision's rounding (0.3 % measured); int8: quantisation (0.22 % at the median, 22 %
-# at worst on single-modality patterns, measured on the demo bundle), held mainly by its accuracy;
+# fp16: half precision's rounding (0.3 % measured); int8: quantisation (3 % at the median, 22 % at
+# worst, measured on the demo bundle), held mainly by its accuracy;
 # a projection bound to the wrong buffer or pattern is off by the logits' whole size.
 SPLIT_LIMIT = {"fp32": 1e-4, "fp16": 0.02, "int8": 0.35}
 AGREEMENT_LIMIT = {"fp32": 0.99, "fp16": 0.99, "int8": 0.95}  # int8's where there are no labels
@@ -167,7 +167,9 @@ def test_agrees_with_onnxruntime_fp32_on_every_presence_pattern(
     if drop and precision == "int8":  # quantisation may move answers near a boundary: held by accuracy
         worst = max(drop, key=drop.get)
         figures.add("largest accuracy drop from fp32", drop[worst], limit=f"<= {INT8_ACCURACY_POINTS} ({worst})")
-        assert drop[worst] <= INT8_ACCURACY_POINTS + 1e-9, f"{worst}: accuracy {drop[worst]:.3f} below fp32's"
+        assert drop[worst] <= INT8_ACCURACY_POINTS + 1e-9, (
+            f"{worst}: accuracy {drop[worst]:.3f} below fp32's on {len(data)} samples"
+        )
     else:
         low = min(agreement, key=agreement.get)
         limit = AGREEMENT_LIMIT[precision]
@@ -215,15 +217,17 @@ def test_an_absent_modality_uses_its_absent_projection_and_comes_back(case, back
         backend.submit([j == k for j in range(n)], without)
         absent = backend.wait()[0].copy()
         assert backend.stats.encoder_runs[m] == runs, f"{m} absent: its encoder did not run"
-        absent_ref = monolithic(sample, without)[0] if n > 1 else None
+        absent_ref = monolithic(sample, without)[0]
         np.copyto(buf[0], data.inputs[m][0])  # its sample back in the buffer, not announced as new
         backend.submit([False] * n, [True] * n)
         back = backend.wait()[0]
         assert backend.stats.encoder_runs[m] == runs + 1, f"{m} present again: encoded again"
         scale = np.abs(full_ref).max()
-        errs = [np.abs(back - full).max() / scale, np.abs(full - full_ref).max() / scale]
-        if absent_ref is not None:
-            errs.append(np.abs(absent - absent_ref).max() / np.abs(absent_ref).max())
+        errs = (
+            np.abs(back - full).max() / scale,
+            np.abs(full - full_ref).max() / scale,
+            np.abs(absent - absent_ref).max() / np.abs(absent_ref).max(),
+        )
         worst = max(worst, *map(float, errs))
     figures.add("max relative error, absent and back", worst, limit=f"<= {SPLIT_LIMIT[precision]}")
     assert worst <= SPLIT_LIMIT[precision]

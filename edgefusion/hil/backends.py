@@ -73,9 +73,17 @@ def _fake_missing() -> str | None:
         return f"the TensorRT fake lives in a checkout's tests/fakes (not at {FAKES}): run the suite from a checkout"
     # What the fakes themselves import: onnx to read the graphs, cuda-bindings for the real enums.
     for module, package in (("onnx", "onnx"), ("cuda.bindings", "cuda-bindings")):
-        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        if not _importable(module):
             return f"the TensorRT fake needs {package}: pip install -e '.[dev]'"
     return None
+
+
+def _importable(module: str) -> bool:
+    """Found without importing it (its parent package is imported, as find_spec does)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def fake_installed() -> bool:
