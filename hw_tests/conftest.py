@@ -45,15 +45,33 @@ def rig_for(hil_rig, bundle):
 
 @pytest.fixture(scope="session")
 def backend_ids(request) -> list[str]:
-    """The backends ``--backend`` names, or every one present here."""
+    """The backends ``--backend`` names, or every one present here. An unknown name stops the run
+    with its one line (pytest's usage-error status), not an error in every test that asks."""
+    from edgefusion.errors import EdgefusionError
     from edgefusion.hil.backends import selected
 
-    return selected(request.config.getoption("--backend"))
+    try:
+        return selected(request.config.getoption("--backend"))
+    except EdgefusionError as err:
+        pytest.exit(str(err), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture
-def loop_backend(request, backend_ids, bundle):
-    """A new backend for one loop run: the first of ``backend_ids`` at ``--precision``."""
-    from edgefusion.hil.backends import make
+def loop_backend(request, backend_ids, bundle, tmp_path):
+    """A new backend for one loop run: the first of ``backend_ids`` at ``--precision`` (or a skip
+    saying why it cannot run here). For tensorrt-fake, the fake is installed for the test, with an
+    engine cache of the test's own."""
+    from fake_gpu import installed
 
-    return make(backend_ids[0], bundle, request.config.getoption("--precision"))
+    from edgefusion.backends.tensorrt.options import TensorRTOptions
+    from edgefusion.hil.backends import FAKE, make, missing
+
+    backend_id, precision = backend_ids[0], request.config.getoption("--precision")
+    reason = missing(backend_id)
+    if reason:
+        pytest.skip(reason)
+    if backend_id != FAKE:
+        yield make(backend_id, bundle, precision)
+        return
+    with installed():
+        yield make(FAKE, bundle, precision, tensorrt=TensorRTOptions(cache_dir=str(tmp_path / "engines")))
