@@ -136,20 +136,19 @@ def pulse_running() -> bool:
     return True
 
 
-def pulse_card(alsa_card: int | None) -> dict[str, str]:
-    """The PulseAudio card of ALSA card ``alsa_card``, or (None) of the default source."""
-    if alsa_card is None:
-        default = next(
-            (line.split(": ", 1)[1] for line in pactl("info").splitlines() if "Default Source: " in line), ""
-        )
-        source = next((b for b in pactl_blocks(pactl("list", "sources")) if b.get("Name") == default), {})
-        if "alsa.card" not in source:
-            raise EdgefusionError(f"PulseAudio's default source {default!r} is no ALSA card's: name the microphone")
-        alsa_card = int(source["alsa.card"])
-    for card in pactl_blocks(pactl("list", "cards")):
-        if card.get("alsa.card") == str(alsa_card):
+def pulse_card() -> dict[str, str]:
+    """The PulseAudio card of the default source (what PortAudio's "default" and "pulse" record)."""
+    info = pactl("info").splitlines()
+    default = next((line.split(": ", 1)[1] for line in info if line.startswith("Default Source: ")), "")
+    source = next((b for b in pactl_blocks(pactl("list", "sources")) if b.get("Name") == default), {})
+    alsa_card = source.get("alsa.card")
+    for card in pactl_blocks(pactl("list", "cards")) if alsa_card else ():
+        if card.get("alsa.card") == alsa_card:
             return card
-    raise EdgefusionError(f"PulseAudio has no card for ALSA card {alsa_card}: is the microphone plugged in?")
+    raise EdgefusionError(
+        f"PulseAudio's default source {default!r} is no ALSA card's: make the microphone the default source "
+        "(pactl set-default-source) or name its hw device"
+    )
 
 
 # -- the ways a device is taken away and given back ---------------------------------------------------
@@ -367,14 +366,14 @@ class RealSenseRig(HilRig):
         return info["name"], float(info["defaultSampleRate"])
 
     def unavailable(self, streams: Sequence[str]) -> str | None:
-        try:
-            if {"rgb", "depth"} & set(streams):
-                self._camera()
-            if "audio" in streams:
-                self._microphone()
-        except EdgefusionError as err:
-            return str(err)
-        return None
+        missing = []
+        for needed, device in (({"rgb", "depth"}, self._camera), ({"audio"}, self._microphone)):
+            if needed & set(streams):
+                try:
+                    device()
+                except EdgefusionError as err:
+                    missing.append(str(err))
+        return "; ".join(missing) or None
 
     # -- faults --
     def _ways(self, fault: str) -> list[_Way]:
@@ -400,16 +399,18 @@ class RealSenseRig(HilRig):
         return self._deauthorize(device, f"RealSense {camera.serial}")
 
     def _mic_unplug(self) -> _Way:
-        """PulseAudio's card profile where a server runs (what a desktop robot's microphone goes
-        through), else the USB microphone's ALSA card de-authorised."""
+        """Taken away on the path its audio takes: an ALSA card PortAudio opens itself (``hw:N``
+        in its name) de-authorised on USB; audio through PulseAudio, its default source's card off."""
         name, _ = self._microphone()
         hw = re.search(r"\(hw:(\d+),", name)
-        card = int(hw.group(1)) if hw else None
+        if hw:
+            return self._deauthorize(card_usb_device(self.sysfs, int(hw.group(1))), f"microphone {name!r}")
         if pulse_running():
-            return CardOff(pulse_card(card))
-        if card is None:
-            raise EdgefusionError(f"microphone {name!r}: no PulseAudio server and no ALSA card (hw:N) in its name")
-        return self._deauthorize(card_usb_device(self.sysfs, card), f"microphone {name!r}")
+            return CardOff(pulse_card())
+        raise EdgefusionError(
+            f"microphone {name!r}: neither an ALSA card (hw:N) nor audio through a running PulseAudio, so nothing "
+            "here can take it away; name the USB microphone's hw device (EDGEFUSION_MIC)"
+        )
 
     def _deauthorize(self, device: Path, what: str) -> Deauthorize:
         reason = _writable(device / "authorized")
