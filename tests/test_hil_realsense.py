@@ -17,6 +17,7 @@ from edgefusion.hil.realsense import (
     CardOff,
     Deauthorize,
     Freeze,
+    HardwareReset,
     RealSenseRig,
     _Schedule,
     camera_usb_device,
@@ -261,3 +262,15 @@ def test_without_faults_the_plan_is_the_real_sources_config():
     assert plan.wrap(sensors) is sensors
     plan.start(time.monotonic())
     plan.close()
+
+
+def test_a_fault_that_cannot_act_is_said_at_close_in_one_line():
+    missing = _no_camera()
+    schedule = _Schedule([(0.0, HardwareReset("123456"), True)])
+    schedule.start(time.monotonic())
+    assert wait_for(lambda: schedule.errors, 5.0), "the reset finds no camera"
+    with pytest.raises(EdgefusionError) as err:
+        schedule.close()
+    message = str(err.value)
+    assert "taking (hardware_reset()" in message and missing.split()[-1] in message and "\n" not in message
+    schedule.close()  # said once

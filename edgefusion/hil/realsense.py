@@ -193,7 +193,7 @@ class Deauthorize(_Way):
 class HardwareReset(_Way):
     def __init__(self, serial: str):
         super().__init__(
-            "hardware_reset() through pyrealsense2; it re-enumerates by itself (the window's end acts not)"
+            "hardware_reset() through pyrealsense2; it re-enumerates by itself (nothing at the window's end)"
         )
         self.serial = serial
 
@@ -263,7 +263,7 @@ class _FrozenFrames:
 
 class _Schedule:
     """The faults' takes and gives at their times from t0, on a thread of its own; ``close``
-    stops it and gives back everything taken (the first failure is raised once all are back)."""
+    stops it and gives back everything taken (what failed is raised, once all the rest is back)."""
 
     def __init__(self, events: list[tuple[float, _Way, bool]]):
         self.events = sorted(events, key=lambda e: e[0])
