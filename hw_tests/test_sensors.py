@@ -28,14 +28,14 @@ OFFSET_MS = -40.0  # configured on audio for the offset test (negative: stamps s
 @dataclass
 class Recording:
     streams: list[str]
-    samples: dict[str, list[tuple[int, float, float]]]  # stream -> (seq, t, arrived) of every sample published
+    samples: dict[str, list[tuple[float, float]]]  # stream -> (t, arrived) of every sample published
     last: dict[str, np.ndarray]  # stream -> its last sample's data
     first_s: dict[str, float]  # stream -> seconds from the rig's start to its first sample
     sensors: dict = field(default_factory=dict)  # stream -> the driver (disconnected): counters, dropped
     silent: dict[str, int] = field(default_factory=dict)  # stream -> samples marked digital silence
 
     def times(self, stream: str) -> np.ndarray:
-        return np.array([t for _, t, _ in self.samples[stream]])
+        return np.array([t for t, _ in self.samples[stream]])
 
 
 def _record(rig, bundle, base: Config | None = None) -> Recording:
@@ -69,13 +69,13 @@ def _record(rig, bundle, base: Config | None = None) -> Recording:
             parts.close()
     finally:
         plan.close()
-    rec.first_s = {m: s[0][2] - t0 for m, s in rec.samples.items() if s}
+    rec.first_s = {m: s[0][1] - t0 for m, s in rec.samples.items() if s}
     return rec
 
 
 def _tap(rec: Recording, stream: str):
     def tap(sample) -> None:  # on the capture thread: quick, and the data copied
-        rec.samples[stream].append((sample.seq, sample.t, sample.arrived))
+        rec.samples[stream].append((sample.t, sample.arrived))
         rec.last[stream] = sample.data.copy()
         rec.silent[stream] += sample.silent
 
@@ -139,7 +139,7 @@ def test_samples_are_stamped_at_capture_on_the_runtimes_clock(recording, figures
     limit; the tail is the machine's scheduling, a figure)."""
     max_age = Config().max_age_s()
     for m in recording.streams:
-        _, t, arrived = (np.array(c) for c in zip(*recording.samples[m]))
+        t, arrived = (np.array(c) for c in zip(*recording.samples[m]))
         delay_ms = (arrived - t) * 1000
         limit_ms = max_age[m] * 1000
         figures.sample(f"{m} capture to arrival", delay_ms, "ms")
@@ -208,7 +208,7 @@ def _skew_ms(rec: Recording, camera: str) -> float:
     """Where the audio's stamps sit against the camera's, each measured from its arrival on the
     runtime's clock: by the least-delayed sample of each, which a busy machine's late deliveries
     cannot move (the camera driver maps its clock the same way)."""
-    audio, video = (max(t - a for _, t, a in rec.samples[m]) for m in ("audio", camera))
+    audio, video = (max(t - a for t, a in rec.samples[m]) for m in ("audio", camera))
     return (audio - video) * 1000
 
 
