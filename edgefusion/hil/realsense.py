@@ -35,6 +35,15 @@ from edgefusion.errors import EdgefusionError
 from edgefusion.hil.rigs import FAULTS, FaultPlan, FaultWindow, HilRig, _base
 
 INTEL = "8086"  # the USB vendor id of every RealSense
+# What the rig reads of each camera (rs.camera_info): the report's facts, and the USB lookup's keys.
+CAMERA_INFO = (
+    "name",
+    "serial_number",
+    "asic_serial_number",
+    "firmware_version",
+    "usb_type_descriptor",
+    "physical_port",
+)
 ROOT_HINT = "run the suite as root (sudo -E), or give the test user write access to it with a udev rule"
 
 
@@ -332,15 +341,8 @@ class RealSenseRig(HilRig):
         devices = list(rs.context().query_devices())
         if not devices:
             raise EdgefusionError("no RealSense connected (rs.context().query_devices() is empty): plug one in")
-        keys = ("name", "serial_number", "asic_serial_number", "firmware_version", "usb_type_descriptor")
-        infos = []
-        for dev in devices:
-            info = {
-                k: dev.get_info(getattr(rs.camera_info, k)) for k in keys if dev.supports(getattr(rs.camera_info, k))
-            }
-            if dev.supports(rs.camera_info.physical_port):
-                info["physical_port"] = dev.get_info(rs.camera_info.physical_port)
-            infos.append(info)
+        kinds = [(k, getattr(rs.camera_info, k)) for k in CAMERA_INFO]
+        infos = [{k: dev.get_info(kind) for k, kind in kinds if dev.supports(kind)} for dev in devices]
         for info in infos:
             if not self.serial or info.get("serial_number") == self.serial:
                 return _Camera(info.get("serial_number", ""), info)
