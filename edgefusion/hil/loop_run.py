@@ -77,7 +77,7 @@ def run_loop(
         collect = _Collect()
         runtime = Runtime(
             backend,
-            parts.sensors,
+            plan.wrap(parts.sensors),
             cfg.max_age_s(),
             cfg.runtime.tick_hz,
             (collect,),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edgefusion.config import Config
@@ -43,6 +43,12 @@ class FaultPlan:
     config: Config
     faults: tuple[FaultWindow, ...] = ()
     hooks: list = field(default_factory=list)  # the rig's own (start, close) pair, where it has one
+    # A fault acted in software on the real drivers (a frozen RealSense: no command freezes one):
+    # the rig's sensors by stream in, the ones the loop reads out. None: the sensors as they are.
+    wrap_sensors: Callable[[dict], dict] | None = None
+
+    def wrap(self, sensors: dict) -> dict:
+        return sensors if self.wrap_sensors is None else self.wrap_sensors(sensors)
 
     def start(self, t0: float) -> None:
         for start, _ in self.hooks:
