@@ -91,7 +91,7 @@ def run_loop(
             )
             reader = make_reader()  # before the clock starts: connecting to jtop's daemon takes a while
             try:
-                runtime.start()
+                runtime.start()  # the backend first (TensorRT may build engines for minutes): faults count from t0
                 t0 = parts.start()
                 plan.start(t0)
                 readings: list[tuple[float, Snapshot]] = []
