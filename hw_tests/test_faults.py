@@ -108,6 +108,9 @@ def _check_ticks(figures, run: LoopRun, seconds: float, tick_hz: float) -> None:
     figures.add("ticks", len(ticks), limit=f">= {0.95 * nominal:.0f} (95 % of {nominal:.0f})")
     figures.add("overruns", runtime.overruns)
     figures.add(f"ticks over {runtime.deadline_ms:g} ms", runtime.late)
+    # One long gap (the process held off, whole slots skipped) or a slow loop: which, when ticks are short.
+    gaps = [b["t"] - a["t"] for a, b in zip(run.results, run.results[1:])]
+    figures.add("longest gap between ticks", max(gaps, default=0.0), "s")
     assert len(ticks) >= 0.95 * nominal, f"{len(ticks)} ticks in {seconds:g} s at {tick_hz:g} Hz"
     assert ticks == list(range(1, runtime.ticks + 1)), "every tick's result line, in order"
 
