@@ -13,6 +13,7 @@ from edgefusion.config import Config
 from edgefusion.hil.loop_run import LoopRun, detection_s, recovery_s, run_loop
 from edgefusion.hil.rigs import FAULTS, FaultWindow
 from edgefusion.loop import NO_MODALITY
+from edgefusion.modalities import ModalitySpec
 from edgefusion.sensors.base import ABSENT_STATES, FROZEN_AFTER, Backoff
 from edgefusion.sensors.frames import CAMERAS
 
@@ -25,6 +26,7 @@ HOLD_S = {
     # Within those tries (the driver's own hardware_reset() comes on the 4th): a stall, then frames again,
     # as a real camera's reset takes it away for a second or two.
     "camera-reset": 2.0,
+    # Long enough for the microphone driver to see its stream end (FAILED) and fail to reopen a few times.
     "mic-unplug": 2.0,
     "camera-frozen": 2.0,
     "camera-and-mic": 3.0,
@@ -58,10 +60,10 @@ REAL_ONLY = {
 }
 
 
-def recovery_limit_s(kind: str, fault: str, audio_window_s: float) -> float:
+def recovery_limit_s(kind: str, fault: str, audio: ModalitySpec | None) -> float:
     """The longest a fault's modalities may take to be present again after the devices are given
     back: the device's return, the driver's reopen, then its first usable sample (a frameset; a
-    whole window of new audio, plus one hop)."""
+    whole window of new audio, and the hop it is published on)."""
     streams = FAULTS[fault]
     if fault == "camera-frozen":
         return FROZEN_BACK_S
@@ -69,8 +71,8 @@ def recovery_limit_s(kind: str, fault: str, audio_window_s: float) -> float:
     limits = []
     if set(CAMERAS) & set(streams):
         limits.append(back["camera"] + REOPEN_S + CAMERA_START_S)
-    if "audio" in streams:
-        limits.append(back["audio"] + REOPEN_S + audio_window_s + 0.1)
+    if "audio" in streams and audio is not None:
+        limits.append(back["audio"] + REOPEN_S + audio.window_s + 1 / audio.rate_hz)
     return max(limits)
 
 
@@ -81,7 +83,7 @@ def visible_after_s(fault: str, streams, cfg: Config, rates: dict[str, float], t
     max_age = cfg.max_age_s()
     lag = max(max_age[s] + 1 / rates[s] for s in streams)
     if fault == "camera-frozen":
-        lag += FROZEN_AFTER / max(rates[s] for s in streams)
+        lag += FROZEN_AFTER / min(rates[s] for s in streams)
     return lag + 2 / tick_hz
 
 
@@ -148,7 +150,7 @@ def test_fault_is_seen_and_recovered(rig_for, bundle, loop_backend, figures, fau
 
     cfg = Config()
     tick_hz = cfg.runtime.tick_hz
-    limit = recovery_limit_s(rig_for.kind, fault, used["audio"].window_s if "audio" in used else 0.0)
+    limit = recovery_limit_s(rig_for.kind, fault, used.get("audio"))
     back_s = FAULT_AT_S + HOLD_S[fault]
     seconds = back_s + limit + SETTLE_S
     run = run_loop(rig_for, bundle, loop_backend, seconds, [FaultWindow(fault, FAULT_AT_S, back_s)])
