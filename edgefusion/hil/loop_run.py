@@ -22,7 +22,7 @@ from edgefusion.config import Config
 from edgefusion.hil.rigs import FaultWindow, HilRig
 from edgefusion.loop import Runtime
 from edgefusion.rigs import make_rig
-from edgefusion.service.telemetry import Snapshot, make_reader
+from edgefusion.service.telemetry import Snapshot, Telemetry, make_reader
 from edgefusion.sinks import Sink
 
 TELEMETRY_PERIOD_S = 1.0
@@ -30,7 +30,7 @@ TELEMETRY_PERIOD_S = 1.0
 
 class _Collect(Sink):
     def __init__(self):
-        self.lines: list[bytes | str] = []
+        self.lines: list[str] = []
 
     def write(self, line: str) -> None:
         self.lines.append(line)
@@ -69,55 +69,73 @@ def run_loop(
 ) -> LoopRun:
     """Run the loop on ``rig`` for ``seconds`` with ``faults``; ``backend`` is activated and
     deactivated here. An exception from the loop is raised (the test fails); the rig's devices are
-    given back and its processes stopped whatever happens."""
+    given back and its processes stopped whatever happens.
+
+    The service's telemetry thread reads the machine once a second, but its thermal policy is not
+    applied: the loop ticks at the configured rate, so a run's tick count and latencies say what
+    the hardware did at that rate, and the readings show any heat that built up meanwhile."""
     plan = rig.plan(faults, base)
     try:
         cfg = plan.config
         parts = make_rig(cfg, bundle.modalities, bundle.labels)
-        collect = _Collect()
-        runtime = Runtime(
-            backend,
-            plan.wrap(parts.sensors),
-            cfg.max_age_s(),
-            cfg.runtime.tick_hz,
-            (collect,),
-            flush_s=cfg.output.flush_ms / 1000,
-            deadline_ms=cfg.runtime.deadline_ms,
-        )
-        telemetry: list[tuple[float, Snapshot]] = []
-        done = threading.Event()
-        try:
-            runtime.start()
-            t0 = parts.start()
-            plan.start(t0)
-            reader = threading.Thread(target=_read_telemetry, args=(t0, telemetry, done), daemon=True)
-            reader.start()
+        try:  # the rig's devices exist from here (the virtual one's sound server runs): closed whatever fails
+            collect = _Collect()
+            runtime = Runtime(
+                backend,
+                plan.wrap(parts.sensors),
+                cfg.max_age_s(),
+                cfg.runtime.tick_hz,
+                (collect,),
+                flush_s=cfg.output.flush_ms / 1000,
+                deadline_ms=cfg.runtime.deadline_ms,
+            )
+            reader = make_reader()  # before the clock starts: connecting to jtop's daemon takes a while
             try:
-                runtime.run(threading.Event(), seconds)
+                runtime.start()  # the backend first (TensorRT may build engines for minutes): faults count from t0
+                t0 = parts.start()
+                plan.start(t0)
+                readings: list[tuple[float, Snapshot]] = []
+                telemetry = Telemetry(_Recorded(reader, t0, readings), period_s=TELEMETRY_PERIOD_S)
+                telemetry.start()
+                try:  # until ``seconds`` after t0, the clock the faults keep
+                    runtime.run(threading.Event(), seconds - (time.monotonic() - t0))
+                finally:
+                    telemetry.stop()
             finally:
-                done.set()
-                reader.join(timeout=5)
-        finally:
-            try:
                 runtime.stop()
-            finally:
-                parts.close()
+        finally:
+            parts.close()
     finally:
         plan.close()
     results = [orjson.loads(line) for line in collect.lines]
     streams = {s.name: s.sensor for s in bundle.modalities}
-    return LoopRun(results, t0, runtime, streams, telemetry)
+    return LoopRun(results, t0, runtime, streams, readings)
 
 
-def _read_telemetry(t0: float, out: list, done: threading.Event) -> None:
-    reader = make_reader()
-    while not done.wait(TELEMETRY_PERIOD_S):
-        out.append((time.monotonic() - t0, reader.read()))
+class _Recorded:
+    """A telemetry reader that keeps every reading with its time from ``t0``: the service's
+    ``Telemetry`` keeps only the latest."""
+
+    def __init__(self, reader, t0: float, out: list[tuple[float, Snapshot]]):
+        self.reader, self.t0, self.out = reader, t0, out
+
+    def read(self) -> Snapshot:
+        snap = self.reader.read()
+        self.out.append((time.monotonic() - self.t0, snap))
+        return snap
+
+
+def _names(run: LoopRun, streams: Sequence[str]) -> list[str]:
+    """The modalities ``streams`` feed; none is an error: every test of "all of them" would hold at once."""
+    names = run.modalities(streams)
+    if not names:
+        raise ValueError(f"the bundle has no modality fed by {', '.join(streams)}")
+    return names
 
 
 def detection_s(run: LoopRun, streams: Sequence[str], fault_s: float) -> float | None:
     """Seconds from ``fault_s`` to the first tick on which every modality ``streams`` feed is absent."""
-    names = run.modalities(streams)
+    names = _names(run, streams)
     for t, r in run.at():
         if t >= fault_s and not any(r["present"][m] for m in names):
             return t - fault_s
@@ -127,7 +145,7 @@ def detection_s(run: LoopRun, streams: Sequence[str], fault_s: float) -> float |
 def recovery_s(run: LoopRun, streams: Sequence[str], back_s: float) -> float | None:
     """Seconds from ``back_s`` (the device given back) to the first tick from which every modality
     ``streams`` feed stays present to the end of the run; None if they never all came back."""
-    names = run.modalities(streams)
+    names = _names(run, streams)
     first = None
     for t, r in run.at():
         if t < back_s:
