@@ -32,7 +32,7 @@ from pathlib import Path
 from edgefusion import log
 from edgefusion.config import Config
 from edgefusion.errors import EdgefusionError
-from edgefusion.hil.rigs import FAULTS, FaultPlan, FaultWindow, HilRig, _base
+from edgefusion.hil.rigs import FAULTS, FaultPlan, FaultWindow, HilRig, config_from
 
 INTEL = "8086"  # the USB vendor id of every RealSense
 # What the rig reads of each camera (rs.camera_info): the report's facts, and the USB lookup's keys.
@@ -435,7 +435,7 @@ class RealSenseRig(HilRig):
             return None
 
     def plan(self, faults: Sequence[FaultWindow] = (), base: Config | None = None) -> FaultPlan:
-        cfg = _base(base)
+        cfg = config_from(base)
         cfg.source.kind, cfg.source.faults = "realsense", ""
         cfg.camera = dataclasses.replace(cfg.camera, serial=self.serial)
         cfg.microphone = dataclasses.replace(cfg.microphone, device=self.microphone)

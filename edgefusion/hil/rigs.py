@@ -70,6 +70,10 @@ class HilRig(ABC):
     def how(self, fault: str) -> str | None:
         """How this rig causes ``fault`` (for the report), or None where it cannot (the test skips)."""
 
+    def why_not(self, fault: str) -> str | None:
+        """Why ``fault`` cannot be caused here, naming what is missing (a skip reason), or None."""
+        return None if self.how(fault) is not None else f"the {self.kind} rig has no way to cause {fault}"
+
     @abstractmethod
     def plan(self, faults: Sequence[FaultWindow] = (), base: Config | None = None) -> FaultPlan:
         """The loop's config for this rig (``base``'s runtime, sensors and output sections kept)
@@ -80,7 +84,8 @@ class HilRig(ABC):
         """The devices, for the report: camera model, serial and firmware, microphone."""
 
 
-def _base(base: Config | None) -> Config:
+def config_from(base: Config | None) -> Config:
+    """A rig's own copy of ``base`` (the defaults where None): a plan never changes the caller's config."""
     return copy.deepcopy(base) if base is not None else Config()
 
 
@@ -125,7 +130,7 @@ class VirtualRig(HilRig):
         return _VIRTUAL_HOW.get(fault)
 
     def plan(self, faults: Sequence[FaultWindow] = (), base: Config | None = None) -> FaultPlan:
-        cfg = _base(base)
+        cfg = config_from(base)
         cfg.source.kind = "virtual"
         cfg.source.faults = ",".join(
             f"{stream}:{kind}@{w.start_s:g}-{w.end_s:g}" for w in faults for stream, kind in _VIRTUAL[w.fault]

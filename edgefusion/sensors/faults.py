@@ -5,7 +5,7 @@ modality it feeds is named; a fault on a stream the bundle does not use is ignor
 says so once, ``unused_faults``).
 
 rgb:stop@4-9        the colour stream's device is gone; it reopens once the fault ends, when
-                    the reconnect backoff next tries (up to 2 s later)
+                    the reconnect backoff next tries (up to 0.8 s later, Backoff.max_s)
 depth:stall@3-5     frames stop arriving, the device stays open
 rgb:frozen@2-4      the same image again and again, timestamps still advancing
 audio:nan@6-7       samples are NaN

@@ -112,7 +112,8 @@ class _MicrophoneDevice:
 
     def __init__(self, server, clock: RigClock, faults: tuple[Fault, ...]):
         self.server, self.clock, self.faults = server, clock, faults
-        self.relaunches = 0
+        self.relaunches = 0  # servers that exited on their own, brought back
+        self.failed_restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="virtual-mic-device", daemon=True)
 
@@ -139,7 +140,7 @@ class _MicrophoneDevice:
 
     def _enter(self, current: str | None, kind: str | None) -> None:
         if current == "stop":
-            self.server.restart()
+            self._restart()  # a failure is tried again: the server has exited, so _run relaunches it
         elif current == "stall":
             self.server.thaw()
         if kind == "stop":
@@ -151,13 +152,18 @@ class _MicrophoneDevice:
         if self._stop.wait(self.RELAUNCH_S):
             return
         self.relaunches += 1
+        if self._restart():
+            log.notice("virtual microphone: sound server restarted")
+
+    def _restart(self) -> bool:
         try:
             self.server.restart()
         except (EdgefusionError, subprocess.SubprocessError, OSError) as err:  # tried again in a moment
-            if log.doubled(self.relaunches - 1, self.relaunches):
-                log.warning(f"virtual microphone: cannot restart the sound server ({self.relaunches} tries): {err}")
-        else:
-            log.notice("virtual microphone: sound server restarted")
+            self.failed_restarts += 1
+            if log.doubled(self.failed_restarts - 1, self.failed_restarts):
+                log.warning(f"virtual microphone: cannot restart the sound server ({self.failed_restarts} tries): {err}")
+            return False
+        return True
 
 
 def check_faults(faults: tuple[Fault, ...]) -> None:

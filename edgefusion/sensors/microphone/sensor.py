@@ -103,7 +103,9 @@ class MicrophoneSensor(Sensor):
         self._since_hop += len(data)
         self._silence = 0 if data.any() else self._silence + len(data)
         if self._since_hop >= self.hop and self._good >= self._ring.window:
-            self._since_hop %= self.hop  # keep the overshoot: uneven blocks must not stretch the hop
+            # Keep a hop's overshoot (uneven blocks must not stretch the hop), not a refill's after
+            # dropped samples: the next window comes a hop after this one, never sooner.
+            self._since_hop = self._since_hop % self.hop if self._since_hop < 2 * self.hop else 0
             self._publish_window(t)
 
     def _publish_window(self, t: float) -> None:
