@@ -159,9 +159,9 @@ class _MicrophoneDevice:
         try:
             self.server.restart()
         except (EdgefusionError, subprocess.SubprocessError, OSError) as err:  # tried again in a moment
-            self.failed_restarts += 1
-            if log.doubled(self.failed_restarts - 1, self.failed_restarts):
-                log.warning(f"virtual microphone: cannot restart the sound server ({self.failed_restarts} tries): {err}")
+            n = self.failed_restarts = self.failed_restarts + 1
+            if log.doubled(n - 1, n):
+                log.warning(f"virtual microphone: cannot restart the sound server ({n} tries): {err}")
             return False
         return True
 
