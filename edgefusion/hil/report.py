@@ -123,8 +123,14 @@ def _junit_line(junit: Path | None) -> str:
 
 
 def _robot_only(tests: dict) -> list[Block]:
-    items = [f"`{node}`: {what}" for node, t in tests.items() for what in t.get("jetson_only", [])]
-    items += [f"`{node}` skipped: {t['reason']}" for node, t in tests.items() if t["outcome"] == "skipped"]
+    """One item per thing missing here, with the tests it held back (a missing TensorRT skips dozens)."""
+    by_what: dict[str, list[str]] = {}
+    for node, t in tests.items():
+        for what in t.get("jetson_only", []):
+            by_what.setdefault(what, []).append(node)
+        if t["outcome"] == "skipped":
+            by_what.setdefault(f"skipped: {t['reason']}", []).append(node)
+    items = [f"{what}: {', '.join(f'`{n}`' for n in nodes)}" for what, nodes in by_what.items()]
     return [("h", 2, "What only the robot can show"), ("ul", items or ["nothing: every test ran in full here"])]
 
 
