@@ -293,7 +293,7 @@ class Unit:
         return [e for e in entries if int(e.get("__REALTIME_TIMESTAMP", start_us)) >= start_us]
 
     def systemd_says(self, since_epoch_s: float) -> list[str]:
-        """What systemd itself logged about the unit since then (``Watchdog timeout``, ``Scheduled restart``)."""
+        """What systemd itself logged about the unit since then ("Failed with result 'watchdog'", ...)."""
         out = self._run(
             [
                 "journalctl",
