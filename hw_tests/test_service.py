@@ -1,12 +1,14 @@
 """The service: installed, READY within budget, the watchdog, a reload that refuses a damaged bundle,
 STATUS and journal lines.
 
-Two layers, each where it can run. What the process itself does for systemd (its notices, its
-watchdog pings, its journal lines, its reload) is checked everywhere on a real ``edgefusion run``
-on the virtual rig, with a stand-in for systemd's notify socket and journal stream. What systemd
-does with it (a restart after ``kill -9``, the watchdog's kill, ``systemctl reload``) needs systemd
-as PID 1 and the installed unit: the ``robot`` tests, which act on the real ``edgefusion.service``
-(run the suite as root on the robot; they skip elsewhere, saying why).
+Two layers. What the process itself does for systemd (its notices, its watchdog pings, its journal
+lines, its reload) is checked on a real ``edgefusion run`` on the virtual rig, with a stand-in for
+systemd's notify socket and journal stream. What systemd does with it (a restart after ``kill -9``,
+the watchdog's abort and restart, ``systemctl reload``, journald's filing) is checked under a real
+systemd: on the robot, systemd as PID 1 and the installed ``edgefusion.service`` (run the suite as
+root there: these tests restart it); elsewhere, as root, a systemd booted in namespaces of its own
+running the checkout's unit (``edgefusion.hil.systemd_ns``). Each skips where neither can be had,
+saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 
 from edgefusion.hil.rigs import VirtualRig
 from edgefusion.hil.service import (
+    PID1,
     READY_BUDGET_S,
     UNIT,
     ServiceProcess,
@@ -126,7 +129,7 @@ def test_installed_into_a_staging_root_the_unit_verifies_with_its_real_executabl
     # the installed code takes the unit's command
     h = subprocess.run([str(root / exe.lstrip("/")), *args[:1], "--help"], capture_output=True, text=True, timeout=60)
     assert h.returncode == 0 and "--config" in h.stdout, h.stdout + h.stderr
-    figures.needs_jetson("the real install (sudo systemd/install.sh): test_robot_installed_unit_runs")
+    figures.needs_jetson("the real install (sudo systemd/install.sh): test_systemd_installed_unit_runs")
 
 
 def test_ready_within_budget(running, figures):
@@ -198,7 +201,9 @@ def test_sigstop_stops_the_watchdog_pings_and_sigcont_resumes_them(running, figu
     gap = after[0] - before[-1]
     figures.add("gap in pings across the stop", gap, "s", f"> {WATCHDOG_S:g} s (systemd acts)")
     assert gap > WATCHDOG_S
-    figures.needs_jetson("systemd's watchdog killing and restarting the service: test_robot_sigstop_watchdog_restarts")
+    figures.needs_jetson(
+        "systemd's watchdog killing and restarting the service: test_systemd_sigstop_watchdog_restarts"
+    )
 
 
 def test_a_reload_with_a_damaged_bundle_keeps_the_old_model_running(running, figures):
@@ -253,22 +258,52 @@ def test_sigterm_says_stopping_and_the_journal_lines_carry_priorities(running, f
     assert any(line.startswith("<5>running bundle") for line in lines), lines[:5]
     assert any(line.startswith("<5>stopped after") for line in lines), lines[-5:]
     assert "Traceback" not in "\n".join(lines)
-    figures.needs_jetson("journald's own filing of these lines: test_robot_status_and_journal")
+    figures.needs_jetson("journald's own filing of these lines: test_systemd_status_and_journal")
 
 
-# --- the robot: systemd as PID 1 and the installed unit -------------------------------------------
+# --- under systemd: the robot's (PID 1, the installed unit), or one booted in namespaces here -----
 
 
 @pytest.fixture(scope="module")
-def unit() -> Unit:
-    if not systemd_booted():
-        pytest.skip(f"needs systemd as PID 1 (the robot; PID 1 here is {pid1()!r})")
-    u = Unit()
-    if u.show("LoadState")["LoadState"] != "loaded":
-        pytest.skip(f"{UNIT} is not installed here: sudo systemd/install.sh (on the robot)")
-    if os.geteuid() != 0:
-        pytest.skip(f"acting on {UNIT} (restart, kill, reload) needs root: sudo python -m pytest hw_tests")
-    return u
+def unit(tmp_path_factory, bundle):
+    """The robot's own edgefusion.service where systemd is PID 1; elsewhere (CI, a workstation) the
+    checkout's unit under a systemd booted in namespaces of its own (``edgefusion.hil.systemd_ns``)."""
+    if systemd_booted():
+        u = Unit()
+        if u.show("LoadState")["LoadState"] != "loaded":
+            pytest.skip(f"{UNIT} is not installed here: sudo systemd/install.sh (on the robot)")
+        if os.geteuid() != 0:
+            pytest.skip(f"acting on {UNIT} (restart, kill, reload) needs root: sudo python -m pytest hw_tests")
+        yield u
+        return
+    from edgefusion.hil import systemd_ns
+
+    reason = systemd_ns.unavailable()
+    if reason:
+        pytest.skip(f"PID 1 here is {pid1()!r}, not systemd; {reason}")
+    root = tmp_path_factory.mktemp("systemd")
+    shutil.copytree(bundle.root, root / "bundle")
+    # the simulated rig: the virtual one's PulseAudio does not run inside the unit's sandbox as root
+    config = service_config(root / "service.toml", root / "bundle", root / "results.jsonl", "simulated")
+    booted = systemd_ns.NamespacedSystemd(root, UNIT_FILE, systemd_ns.dropin(config, root))
+    try:
+        booted.start()
+    except RuntimeError as err:
+        booted.close()
+        pytest.skip(f"PID 1 here is {pid1()!r}, not systemd, and one could not be booted in namespaces: {err}")
+    try:
+        yield Unit(run=booted.run, where=f"{booted.version()}, booted in namespaces here (PID 1 is {pid1()!r})")
+    finally:
+        booted.close()
+
+
+def _under(unit: Unit, figures) -> None:
+    figures.add("systemd", unit.where)
+    if unit.where != PID1:
+        figures.needs_jetson(
+            "the robot's systemd as PID 1 running the installed unit (User=edgefusion, its device groups, "
+            "the robot's timers: WatchdogSec=10, RestartSec=10)"
+        )
 
 
 def _limits(unit: Unit) -> dict[str, float]:
@@ -276,7 +311,12 @@ def _limits(unit: Unit) -> dict[str, float]:
     return {k: parse_timespan_s(v) for k, v in s.items()}
 
 
-def test_robot_installed_unit_runs(unit, figures):
+def test_systemd_installed_unit_runs(unit, figures):
+    if unit.where != PID1:
+        pytest.skip(
+            "the installed unit (sudo systemd/install.sh) is the robot's: here the checkout's runs in namespaces"
+        )
+    _under(unit, figures)
     s = unit.show(
         "LoadState", "UnitFileState", "ActiveState", "SubState", "Type", "NotifyAccess", "FragmentPath", "NRestarts"
     )
@@ -289,8 +329,9 @@ def test_robot_installed_unit_runs(unit, figures):
     assert same, f"{s['FragmentPath']} differs from systemd/edgefusion.service: sudo systemd/install.sh"
 
 
-def test_robot_restart_ready_within_budget(unit, figures):
+def test_systemd_restart_ready_within_budget(unit, figures):
     """``systemctl restart`` of a Type=notify unit returns at READY=1; systemd's own stamps give the time."""
+    _under(unit, figures)
     t0 = time.monotonic()
     unit.systemctl("restart")
     figures.add("systemctl restart", time.monotonic() - t0, "s")
@@ -300,7 +341,8 @@ def test_robot_restart_ready_within_budget(unit, figures):
     assert unit.running() and ready_s <= READY_BUDGET_S
 
 
-def test_robot_kill_9_back_within_restart_sec(unit, figures):
+def test_systemd_kill_9_back_within_restart_sec(unit, figures):
+    _under(unit, figures)
     limits = _limits(unit)
     old, restarts = unit.main_pid(), int(unit.show("NRestarts")["NRestarts"])
     unit.systemctl("kill", "--kill-who=main", "--signal=KILL")
@@ -311,9 +353,10 @@ def test_robot_kill_9_back_within_restart_sec(unit, figures):
     assert int(unit.show("NRestarts")["NRestarts"]) == restarts + 1
 
 
-def test_robot_sigstop_watchdog_restarts(unit, figures):
+def test_systemd_sigstop_watchdog_restarts(unit, figures):
     """A stopped main process sends no WATCHDOG=1: systemd's watchdog aborts it (SIGABRT and SIGCONT;
     each thread's stack goes to the journal), the unit fails with result 'watchdog', and is restarted."""
+    _under(unit, figures)
     limits = _limits(unit)
     old, since = unit.main_pid(), time.time()
     restarts = int(unit.show("NRestarts")["NRestarts"])
@@ -326,11 +369,12 @@ def test_robot_sigstop_watchdog_restarts(unit, figures):
     assert back is not None and back <= budget
     assert int(unit.show("NRestarts")["NRestarts"]) == restarts + 1
     said = unit.systemd_says(since)
-    figures.add("systemd", " | ".join(m for m in said if "watchdog" in m or "restart" in m))
+    figures.add("systemd said", " | ".join(m for m in said if "watchdog" in m or "restart" in m))
     assert any("Failed with result 'watchdog'" in m for m in said), said
 
 
-def test_robot_reload_with_a_damaged_bundle_keeps_the_old_model(unit, figures):
+def test_systemd_reload_with_a_damaged_bundle_keeps_the_old_model(unit, figures):
+    _under(unit, figures)
     from edgefusion.config import load_config
 
     argv = unit.exec_start_argv()
@@ -377,7 +421,8 @@ def _reload_lines(unit: Unit, pid: int, since: float) -> list[dict]:
     return [e for e in unit.journal(f"_PID={pid}", since_epoch_s=since) if "reload" in e.get("MESSAGE", "")]
 
 
-def test_robot_status_and_journal(unit, figures):
+def test_systemd_status_and_journal(unit, figures):
+    _under(unit, figures)
     pid = unit.main_pid()
     assert poll_until(lambda: "ticks/s" in unit.show("StatusText")["StatusText"], 15), unit.show("StatusText")
     figures.add("StatusText", unit.show("StatusText")["StatusText"])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNIT = "edgefusion.service"
+PID1 = "systemd as PID 1"  # a Unit's ``where`` on the robot
 READY_BUDGET_S = 30.0  # start to READY=1 with the backend's engines cached (a TensorRT build is not in it)
 
 
@@ -256,11 +257,11 @@ def _run(argv: Sequence[str]) -> str:
 
 
 class Unit:
-    """The installed unit, through systemctl and journalctl (``run`` runs one command and returns
-    its stdout; it raises where the command fails)."""
+    """The unit, through systemctl and journalctl: ``run`` runs one command and returns its stdout
+    (it raises where the command fails); ``where`` says which systemd answers, for the report."""
 
-    def __init__(self, name: str = UNIT, run: Runner = _run):
-        self.name, self._run = name, run
+    def __init__(self, name: str = UNIT, run: Runner = _run, where: str = PID1):
+        self.name, self._run, self.where = name, run, where
 
     def show(self, *props: str) -> dict[str, str]:
         return parse_show(self._run(["systemctl", "show", self.name, *(f"--property={p}" for p in props)]))
