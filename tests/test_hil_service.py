@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from waiting import wait_for
@@ -180,3 +181,35 @@ def test_journal_since_an_instant_drops_the_entries_of_its_first_second():
         "_PID=812",
         "--since=@1700000000",
     ]
+
+
+def test_a_systemd_booted_in_namespaces_runs_the_unit_and_leaves_nothing_behind(tmp_path):
+    """The checkout's unit comes up under it (READY=1: active/running) with journald and no other
+    service (a full boot's tmpfiles would empty this machine's /tmp, udev re-trigger its devices),
+    and close() leaves no process, no cgroup and nothing in this machine's /run or /dev."""
+    from edgefusion.bundle import default_bundle_path
+    from edgefusion.hil import systemd_ns
+    from edgefusion.hil.service import service_config
+
+    reason = systemd_ns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    run_before, dev_before = sorted(os.listdir("/run")), sorted(os.listdir("/dev"))
+    config = service_config(tmp_path / "service.toml", default_bundle_path(), tmp_path / "results.jsonl", "simulated")
+    unit_file = Path(__file__).resolve().parents[1] / "systemd" / "edgefusion.service"
+    booted = systemd_ns.NamespacedSystemd(tmp_path, unit_file, systemd_ns.dropin(config, tmp_path))
+    try:
+        booted.start()
+        unit = Unit(run=booted.run)
+        assert wait_for(unit.running, timeout=30), unit.show("ActiveState", "SubState", "Result")
+        pids = {booted.pid, unit.main_pid()}
+        listed = booted.run(["systemctl", "list-units", "--type=service", "--all", "--plain", "--no-legend"])
+        started = {line.split()[0] for line in listed.splitlines() if line.split()[2] != "inactive"}
+    finally:
+        booted.close()
+    assert not booted.cgroup.exists()
+    assert booted.pid is not None and not Path(f"/proc/{booted.pid}").exists()
+    assert sorted(os.listdir("/run")) == run_before, "its /run was its own"
+    assert sorted(os.listdir("/dev")) == dev_before, "its /dev was its own"
+    assert started == {"edgefusion.service", "systemd-journald.service"}, started
+    assert len(pids) == 2

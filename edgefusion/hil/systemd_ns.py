@@ -5,7 +5,8 @@ systemd runs the checkout's own unit file there, so what systemd does with the s
 restart after ``kill -9``, the watchdog's abort, ``systemctl reload``, the journal) is systemd's
 own behaviour, not a model of it. The namespaces keep it off the machine: a new PID namespace (its
 ``kill(-1)`` at shutdown reaches only its own), a private mount namespace with fresh ``/run``,
-``/var/lib`` and ``/var/log`` (no state or journal left on disk), its own UTS name, and a cgroup
+``/var/lib``, ``/var/log`` and ``/dev`` (no state, journal or /dev/log left behind; its console is
+/dev/null), its own UTS name, ``MASKED`` units not started, and a cgroup
 namespace rooted at a child of this process's cgroup (removed at close). What differs from the
 robot is the drop-in ``dropin()`` writes: no service user or device groups exist here, so it runs
 as root; timers are short, so a restart takes seconds.
@@ -25,18 +26,50 @@ from edgefusion.hil.service import UNIT, poll_until
 
 SYSTEMD = "/lib/systemd/systemd"
 
+# What a full boot would start and that would act on this machine through what the namespaces
+# share with it: systemd-tmpfiles empties /tmp (tmp.conf's "D /tmp"), sysctl and modules-load set
+# the kernel, udev re-triggers every device, sysusers writes /etc/passwd. Masked (and with them the
+# targets that pull them in), so the boot is the unit, journald and nothing else.
+MASKED = (
+    "sysinit.target",
+    "basic.target",
+    "timers.target",
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-clean.timer",
+    "systemd-sysctl.service",
+    "systemd-modules-load.service",
+    "systemd-udevd.service",
+    "systemd-udev-trigger.service",
+    "systemd-sysusers.service",
+    "systemd-firstboot.service",
+    "systemd-machine-id-commit.service",
+    "systemd-random-seed.service",
+    "systemd-binfmt.service",
+    "systemd-timesyncd.service",
+)
+
 # Inside the new namespaces, before systemd: nothing mounted here propagates out.
 _INNER = """set -e
 mount --make-rprivate /
 for d in /run /var/lib /var/log; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 mount -t proc proc /proc
+# a /dev of its own (journald's /dev/log, systemd's console), with only the nodes a service needs
+D=/run/edgefusion-hil-dev
+mkdir $D && mount -t tmpfs -o mode=0755 tmpfs $D
+for n in null zero full random urandom tty; do touch $D/$n; mount --bind /dev/$n $D/$n; done
+touch $D/console && mount --bind /dev/null $D/console
+mkdir $D/shm $D/pts && mount -t tmpfs -o mode=1777 tmpfs $D/shm
+ln -s /proc/self/fd $D/fd
+mount --move $D /dev
 umount -R -l /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/systemd/system/{unit}.d
+for u in {masked}; do ln -s /dev/null "/run/systemd/system/$u"; done
 cp "$1" /run/systemd/system/{unit}
 cp "$2" /run/systemd/system/{unit}.d/hil.conf
-printf '[Unit]\\nDescription=edgefusion HIL\\nWants=systemd-journald.socket systemd-journald.service {unit}\\n' \\
-    > /run/systemd/system/hil.target
+printf '[Unit]\\nDescription=edgefusion HIL\\nDefaultDependencies=no\\nWants=%s\\n' \\
+    "systemd-journald.socket systemd-journald.service {unit}" > /run/systemd/system/hil.target
 export container=edgefusion-hil
 exec {systemd} --system --unit=hil.target --log-target=journal-or-kmsg
 """
@@ -44,11 +77,15 @@ exec {systemd} --system --unit=hil.target --log-target=journal-or-kmsg
 
 def dropin(config: Path, workdir: Path) -> str:
     """The unit as the checkout has it, but for this machine: root (no edgefusion user or device
-    groups here), ProtectHome off (this Python may live under /root or /home), ``workdir`` shared
-    with the tests (PrivateTmp would hide it), the checkout's Python, and short timers."""
+    groups here; no /etc/edgefusion made on this machine), ProtectHome off (this Python may live
+    under /root or /home), ``workdir`` shared with the tests (PrivateTmp would hide it), the
+    checkout's Python, short timers, and no default dependencies (``MASKED``)."""
     return (
+        # no sysinit.target (masked): the stop at poweroff that the default dependencies give, kept
+        "[Unit]\nDefaultDependencies=no\nConflicts=shutdown.target\nBefore=shutdown.target\n"
+        "After=systemd-journald.socket\n"
         "[Service]\n"
-        "User=root\nGroup=root\nSupplementaryGroups=\n"
+        "User=root\nGroup=root\nSupplementaryGroups=\nConfigurationDirectory=\n"
         "ProtectHome=no\nPrivateTmp=no\n"
         f"ReadWritePaths={workdir}\n"
         "ExecStart=\n"
@@ -102,7 +139,7 @@ class NamespacedSystemd:
         """Raises RuntimeError, with what went wrong, where it cannot boot or does not come up."""
         self.cgroup.mkdir()
         script = self.workdir / "inner.sh"
-        script.write_text(_INNER.format(unit=UNIT, systemd=SYSTEMD))
+        script.write_text(_INNER.format(unit=UNIT, systemd=SYSTEMD, masked=" ".join(MASKED)))
         argv = ["unshare", "--pid", "--fork", "--mount", "--uts", "--cgroup", "--propagation", "private"]
         argv += ["bash", str(script), str(self._unit_file), str(self._dropin)]
         with open(self.log, "w") as log:
