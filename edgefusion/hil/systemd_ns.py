@@ -49,21 +49,22 @@ MASKED = (
     "systemd-timesyncd.service",
 )
 
-# Inside the new namespaces, before systemd: nothing mounted here propagates out.
+# Inside the new namespaces, before systemd: nothing mounted here propagates out, and -n keeps
+# mount(8) from writing its utab into this machine's /run before /run is the namespace's own.
 _INNER = """set -e
 mount --make-rprivate /
-for d in /run /var/lib /var/log; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
-mount -t proc proc /proc
+for d in /run /var/lib /var/log; do mount -n -t tmpfs -o mode=0755 tmpfs "$d"; done
+mount -n -t proc proc /proc
 # a /dev of its own (journald's /dev/log, systemd's console), with only the nodes a service needs
 D=/run/edgefusion-hil-dev
-mkdir $D && mount -t tmpfs -o mode=0755 tmpfs $D
-for n in null zero full random urandom tty; do touch $D/$n; mount --bind /dev/$n $D/$n; done
-touch $D/console && mount --bind /dev/null $D/console
-mkdir $D/shm $D/pts && mount -t tmpfs -o mode=1777 tmpfs $D/shm
+mkdir $D && mount -n -t tmpfs -o mode=0755 tmpfs $D
+for n in null zero full random urandom tty; do touch $D/$n; mount -n --bind /dev/$n $D/$n; done
+touch $D/console && mount -n --bind /dev/null $D/console
+mkdir $D/shm $D/pts && mount -n -t tmpfs -o mode=1777 tmpfs $D/shm
 ln -s /proc/self/fd $D/fd
-mount --move $D /dev
+mount -n --move $D /dev
 umount -R -l /sys/fs/cgroup
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -n -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/systemd/system/{unit}.d
 for u in {masked}; do ln -s /dev/null "/run/systemd/system/$u"; done
 cp "$1" /run/systemd/system/{unit}
