@@ -13,10 +13,23 @@ import sys
 ERROR, WARNING, NOTICE, INFO = 3, 4, 5, 6  # syslog priorities
 
 
-def _to_journal() -> bool:
+_journal: bool | None = None  # decided once, on the real stderr
+
+
+def to_journal() -> bool:
     """systemd's rule: stderr is the journal if its device and inode are ``$JOURNAL_STREAM``'s
-    (a terminal started from a desktop session inherits the variable but not the stream)."""
-    stream = os.environ.get("JOURNAL_STREAM")
+    (a terminal started from a desktop session inherits the variable but not the stream).
+
+    Decided once, and before fd 2 is ever redirected: while a C library's output is sorted
+    (``library_output``, a microphone opening) fd 2 is a pipe that passes our lines on to the
+    journal, and a line said then must still carry its priority."""
+    global _journal
+    if _journal is None:
+        _journal = _stderr_is(os.environ.get("JOURNAL_STREAM"))
+    return _journal
+
+
+def _stderr_is(stream: str | None) -> bool:
     if not stream:
         return False
     try:
@@ -27,7 +40,7 @@ def _to_journal() -> bool:
 
 
 def say(priority: int, message: str) -> None:
-    prefix = f"<{priority}>" if _to_journal() else "edgefusion: "
+    prefix = f"<{priority}>" if to_journal() else "edgefusion: "
     sys.stderr.write(prefix + message + "\n")  # one write: lines from several threads never merge
     sys.stderr.flush()
 

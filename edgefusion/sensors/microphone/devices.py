@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 
+from edgefusion import log
 from edgefusion.errors import EdgefusionError
 from edgefusion.sensors.microphone.config import MicrophoneConfig
 
@@ -47,6 +48,7 @@ def library_output():
     redirect in place (``PyAudio()`` blocks for as long as a PulseAudio server is stopped).
     """
     out = LibraryOutput()
+    log.to_journal()  # decided on the real fd 2, not on the pipe below
     with _FD2_LOCK:
         sys.stderr.flush()
         read_fd, write_fd = os.pipe()
