@@ -246,8 +246,10 @@ class PulseServer:
 
     def _child_env(self) -> dict[str, str]:
         """Our environment with HOME in the runtime dir: the server and its tools keep their state
-        and config in ~/.config/pulse, which is the user's, not theirs."""
-        return {**os.environ, "HOME": str(self.runtime_dir)}
+        and config in ~/.config/pulse, which is the user's, not theirs. Without systemd's notify and
+        watchdog variables: under a service, pulseaudio would tell systemd READY=1 as if it were us."""
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        return {**env, "HOME": str(self.runtime_dir)}
 
     def _launch(self) -> None:
         # A killed server leaves its pid file, whose pid may since name another process.
