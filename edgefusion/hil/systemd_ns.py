@@ -116,8 +116,12 @@ def unavailable() -> str | None:
     missing = [tool for tool in ("unshare", "nsenter", "systemctl", "journalctl") if shutil.which(tool) is None]
     if missing or not os.access(SYSTEMD, os.X_OK):
         return f"needs systemd and util-linux here (apt-get install systemd util-linux): missing {missing or SYSTEMD}"
-    if _cgroup2() is None:
+    found = _cgroup2()
+    if found is None:
         return "needs a cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) to give systemd its own"
+    mount, own = found
+    if not os.access(mount / own, os.W_OK):  # a container's read-only cgroupfs
+        return f"needs a writable cgroup v2 hierarchy to give systemd its own ({mount / own} is not writable)"
     return None
 
 
