@@ -54,7 +54,8 @@ def _check(args) -> None:
 
 
 def pytest_argv(args, suite: Path, out: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider"]
+    # rootdir pinned to the suite: test ids are the same whichever pytest and working folder
+    argv = [sys.executable, "-m", "pytest", str(suite), "--rootdir", str(suite), "-p", "no:cacheprovider"]
     argv += ["--junitxml", str(out / JUNIT), "-o", "junit_suite_name=edgefusion-hil"]
     argv += ["--hil-figures", str(out / FIGURES), "--rig", args.rig, "--precision", args.precision]
     for option, value in (("--backend", args.backend), ("--bundle", args.bundle), ("--data", args.data)):
