@@ -28,6 +28,7 @@ if shutil.which("pulseaudio") is None or shutil.which("pacat") is None:
     pytest.skip("needs pulseaudio and pulseaudio-utils", allow_module_level=True)
 
 from edgefusion.sim.pulse import KEEPER_PID_FILE, RUNTIME_PREFIX, PulseServer  # noqa: E402
+from edgefusion.sim.pulse_keeper import group_members, read_environ  # noqa: E402
 
 TMP = Path(tempfile.gettempdir())
 PR_SET_CHILD_SUBREAPER = 36
@@ -256,6 +257,21 @@ def test_the_next_start_sweeps_what_a_dead_owner_and_keeper_left(subreaper, caps
         lingering.kill()
         shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_a_process_just_started_for_a_dir_is_found():
+    """Popen returns once the exec has begun, before the kernel has laid out the new environment:
+    /proc/PID/environ reads empty for a moment (here, for one start in six). A process the owner
+    had just started when it died is still found, so the keeper kills it."""
+    folder = str(TMP / f"{RUNTIME_PREFIX}0-exec")
+    for _ in range(100):
+        proc = subprocess.Popen(["sleep", "5"], env=dict(os.environ, XDG_RUNTIME_DIR=folder), start_new_session=True)
+        try:
+            assert f"XDG_RUNTIME_DIR={folder}".encode() in read_environ(str(proc.pid)).split(b"\0")
+            assert group_members(proc.pid, folder) == [proc.pid]
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_virtual_rig_run_leaves_home_untouched(tmp_path):

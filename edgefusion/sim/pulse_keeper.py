@@ -24,6 +24,7 @@ import sys
 import time
 
 OWNER_GONE_GRACE_S = 1.0  # how long SIGKILLed processes may take to leave the group
+EXEC_SETTLE_S = 0.5  # how long a process in its exec may read an empty environment
 
 
 def group_members(pgid: int, runtime_dir: str) -> list[int]:
@@ -39,12 +40,24 @@ def group_members(pgid: int, runtime_dir: str) -> list[int]:
                 state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
             if int(pgrp) != pgid or state == b"Z":
                 continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    found.append(int(entry))
+            if marker in read_environ(entry).split(b"\0"):
+                found.append(int(entry))
         except (OSError, ValueError):  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+def read_environ(pid: str) -> bytes:
+    """A process's environment. One just started reads empty for a moment (the kernel lays out the
+    new environment after the exec has begun, and after its parent's Popen has returned: measured
+    here on one start in six): that one is read again, for up to EXEC_SETTLE_S."""
+    end = time.monotonic() + EXEC_SETTLE_S
+    while True:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+        if env or time.monotonic() >= end:
+            return env
+        time.sleep(0.001)
 
 
 def kill_group(pgid: int, runtime_dir: str) -> None:
