@@ -130,6 +130,7 @@ def run_session(
     then holds both)."""
     from edgefusion.backends import open_backend
     from edgefusion.backends.fallback import degraded_mark
+    from edgefusion.health import HealthBeat
     from edgefusion.loop import Runtime
     from edgefusion.rigs import make_rig
     from edgefusion.service.heartbeat import Heartbeat, LastLine
@@ -198,6 +199,8 @@ def run_session(
     )
     telemetry = None if demo else Telemetry(make_reader(), runtime, cfg.thermal)
     heartbeat = Heartbeat(notifier, runtime, watchdog_interval_s(), last_line, telemetry=telemetry)
+    # The sinks that publish the health beside the results (a bus, a log) get it on a thread of its own.
+    health = HealthBeat(runtime, tuple(s for s in sinks if hasattr(s, "health")), cfg.output.health_s, telemetry)
     stop, t_start = signals.stop, None
     try:
         t0 = rig.start()
@@ -217,6 +220,7 @@ def run_session(
             log.notice(_start_line(bundle, backend, cfg, json_lines, record, tuple(rig.sensors)))
             signals.reload_with(reloader(cfg, bundle_path, runtime))
         heartbeat.start()
+        health.start()
         if telemetry is not None:
             telemetry.start()
         if rig.duration_s is not None:  # a replay ends with its recording
@@ -234,6 +238,7 @@ def run_session(
         if telemetry is not None:
             telemetry.stop()
         heartbeat.stop()
+        health.stop()
         try:
             notifier.stopping()
         except OSError as err:  # the rest of the shutdown must happen all the same

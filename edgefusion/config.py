@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefusion.backends.tensorrt.options import TensorRTOptions
+from edgefusion.bus.config import ZenohSection
 from edgefusion.errors import ConfigError, EdgefusionError
 from edgefusion.modalities import STREAMS
 from edgefusion.sensors.microphone import MicrophoneConfig
@@ -76,6 +77,10 @@ class OutputSection:
     max_bytes: int = 10_000_000
     backups: int = 3
     flush_ms: float = 50.0  # results reach the sinks in batches at most this old
+    health_s: float = 1.0  # how often the health goes to the sinks that take it (Zenoh, MCAP)
+    mcap: str = ""  # an .mcap log of results and health (Foxglove opens it); empty: none
+    mcap_inputs_hz: float = 0.0  # the model's inputs into the .mcap this often; 0: none
+    zenoh: ZenohSection = field(default_factory=ZenohSection)  # the [output.zenoh] table
 
 
 def _default_sensors() -> dict[str, SensorSection]:
@@ -118,6 +123,12 @@ LIMITS: dict[type, dict[str, tuple[float, float, str]]] = {
         "max_bytes": (1024, 2**40, "bytes"),
         "backups": (0, 1000, "rotated files kept"),
         "flush_ms": (1, 1000, "milliseconds"),
+        "health_s": (0.1, 3600, "seconds"),
+        "mcap_inputs_hz": (0, 30, "input snapshots per second; 0 = none"),
+    },
+    ZenohSection: {
+        "queue": (1, 1_000_000, "results"),
+        "ros2_domain": (0, 232, "a ROS_DOMAIN_ID"),
     },
     RealSenseConfig: {
         "width": (1, 4096, "pixels; a mode the camera has, e.g. 640"),
@@ -215,7 +226,13 @@ def parse_config(raw: dict, where: str = "config") -> Config:
     unknown = sorted(set(raw) - {*tables, "sensors"})
     if unknown:
         raise ConfigError(f"{where}: unknown section [{unknown[0]}]; valid: {', '.join([*tables, 'sensors'])}")
+    nested = {}  # tables inside a table: [output.zenoh]
+    if isinstance(raw.get("output"), dict) and "zenoh" in raw["output"]:
+        raw = {**raw, "output": dict(raw["output"])}
+        nested["zenoh"] = _section(ZenohSection, raw["output"].pop("zenoh"), f"{where}: [output.zenoh]")
     cfg = Config(**{k: _section(cls, raw[k], f"{where}: [{k}]") for k, cls in tables.items() if k in raw})
+    if nested:
+        cfg.output.zenoh = nested["zenoh"]
     sensors = raw.get("sensors", {})
     if not isinstance(sensors, dict):
         raise ConfigError(f"{where}: sensors must be tables like [sensors.rgb]")
