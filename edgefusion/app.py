@@ -163,6 +163,10 @@ def run_session(
             sinks.append(StreamSink(sys.stdout))
         if cfg.output.file:
             sinks.append(RotatingFileSink(cfg.output.file, cfg.output.max_bytes, cfg.output.backups))
+        if cfg.output.zenoh.enabled:
+            from edgefusion.bus.sink import ZenohSink
+
+            sinks.append(ZenohSink(cfg.output.zenoh))
         if record is not None:
             from edgefusion.session.recorder import SessionRecorder
 
@@ -215,6 +219,7 @@ def run_session(
         notifier.ready(
             (f"{mark}; " if mark else "") + f"running {bundle.root.name} on {backend.name} ({backend.precision})"
         )
+        _say_status(sinks, bundle, backend, "running")
         if not demo:
             t_start = time.monotonic()
             log.notice(_start_line(bundle, backend, cfg, json_lines, record, tuple(rig.sensors)))
@@ -257,6 +262,25 @@ def run_session(
     return report
 
 
+def _say_status(sinks: list, bundle, backend, state: str) -> None:
+    """The service's state to the sinks that publish it (the bus): what runs, since when."""
+    from edgefusion import __version__
+
+    status = {
+        "state": state,
+        "t": time.time(),
+        "bundle": bundle.manifest.get("name", bundle.root.name),
+        "labels": list(bundle.labels),
+        "modalities": list(bundle.names),
+        "backend": backend.name,
+        "precision": backend.precision,
+        "version": __version__,
+    }
+    for sink in sinks:
+        if hasattr(sink, "status"):
+            sink.status(status)
+
+
 def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None, streams: tuple[str, ...]) -> str:
     """What a run runs: bundle, precision, backend, source (the devices of ``streams``), rate
     and where results go."""
@@ -279,6 +303,12 @@ def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None, str
     else:
         source = f"{src.kind} rig (seed {src.seed}, faults: {src.faults or 'none'})"
     sinks = [name for name, on in (("stdout", json_lines), (cfg.output.file, bool(cfg.output.file))) if on]
+    if cfg.output.zenoh.enabled:
+        from edgefusion.bus.config import robot_name
+
+        zenoh = cfg.output.zenoh
+        where = f" via {', '.join(zenoh.connect)}" if zenoh.connect else ""
+        sinks.append(f"zenoh edgefusion/{robot_name(zenoh)}/* ({zenoh.mode}{where}{', ROS 2' if zenoh.ros2 else ''})")
     if record is not None:
         sinks.append(f"session {record['out']}")
     return (

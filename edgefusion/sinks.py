@@ -202,7 +202,8 @@ class SinkWriter:
         self.dispatched = 0  # results encoded and offered to every sink
         self.dropped = 0  # results no sink got: the dispatcher fell behind the ticks
         self._pending: collections.deque = collections.deque(maxlen=maxlen)
-        self.workers = tuple(_SinkWorker(sink, maxlen, interval_s) for sink in sinks)
+        # A sink may size its own queue (``queue``: the Zenoh sink's is configured).
+        self.workers = tuple(_SinkWorker(sink, getattr(sink, "queue", maxlen), interval_s) for sink in sinks)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="sink-writer", daemon=True)
         self._thread.start()

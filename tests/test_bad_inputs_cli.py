@@ -23,16 +23,25 @@ SECTIONS = {
     "thermal": "thermal",
     "tensorrt": "tensorrt",
     "sensors.rgb": "sensors",
+    "output.zenoh": "output.zenoh",
 }
 
 
 def _fields():
-    """(TOML table, its dataclass, field name, default) for every key of the config."""
+    """(TOML table, its dataclass, field name, default) for every key of the config; a table
+    inside a table ([output.zenoh]) is a table of its own."""
     cfg = Config()
     for table, attr in SECTIONS.items():
-        section = cfg.sensors["rgb"] if attr == "sensors" else getattr(cfg, attr)
+        if attr == "sensors":
+            section = cfg.sensors["rgb"]
+        else:
+            section = cfg
+            for part in attr.split("."):
+                section = getattr(section, part)
         for f in dataclasses.fields(section):
-            yield table, type(section), f.name, getattr(section, f.name)
+            default = getattr(section, f.name)
+            if not dataclasses.is_dataclass(default):
+                yield table, type(section), f.name, default
 
 
 def _bad_values(cls, key: str, default) -> list[str]:
