@@ -1,4 +1,5 @@
-"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, info, hil).
+"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, listen, info,
+hil).
 
 ``--json`` wherever a command reports. This module parses and reports; a run is assembled in
 ``app.py``.
@@ -192,6 +193,20 @@ def cmd_eval(args) -> int:
         report["plot"] = str(args.plot)
     print(json.dumps(report) if args.json else render(report))
     return 0
+
+
+def cmd_listen(args) -> int:
+    import dataclasses
+
+    from edgefusion.bus.config import ZenohSection
+    from edgefusion.bus.listen import listen
+    from edgefusion.config import load_config
+
+    section = load_config(args.config).output.zenoh if args.config else ZenohSection()
+    if args.connect:
+        section = dataclasses.replace(section, mode="peer", connect=tuple(args.connect), listen=(), scouting=False)
+    section.check("--connect")
+    return listen(section, args.robot, args.json, args.seconds, Signals(reloadable=False).stop)
 
 
 def cmd_info(args) -> int:
@@ -440,6 +455,24 @@ def _parser() -> argparse.ArgumentParser:
         if name != "clear":
             esp.add_argument("--json", action="store_true")
         esp.set_defaults(fn=cmd_engines)
+
+    sp = sub.add_parser(
+        "listen",
+        help="the fleet on the Zenoh bus: one line per robot (states, intent, latency, age), or the raw results",
+        description="the fleet on the Zenoh bus: one line per robot, refreshed live, or with --json the result lines",
+    )
+    sp.add_argument("--robot", default="*", metavar="NAME", help="one robot, or '*' for every one (default)")
+    sp.add_argument("--json", action="store_true", help="print each result line (JSON) as it comes")
+    sp.add_argument("--config", type=Path, default=None, help="take mode and endpoints from its [output.zenoh]")
+    sp.add_argument(
+        "--connect",
+        action="append",
+        default=[],
+        metavar="ENDPOINT",
+        help="reach this router or robot, e.g. tcp/10.0.0.2:7447 (repeatable; no LAN scouting then)",
+    )
+    sp.add_argument("--seconds", type=SECONDS, default=None, help="stop after this long (default: until Ctrl-C)")
+    sp.set_defaults(fn=cmd_listen)
 
     sp = add("info", "verify a bundle and describe it")
     sp.add_argument("--json", action="store_true")
