@@ -144,12 +144,18 @@ def install(section: ZenohSection, unit_dir: Path = UNIT_DIR, at: str = "[output
     Returns its path and its text (None: removed, or never there)."""
     text = dropin(section, at)  # a bad config is refused before anything is changed
     path = unit_dir / DROPIN
-    if text is None:
-        path.unlink(missing_ok=True)
-        if path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()
-        return path, None
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(text.encode())
+    try:
+        if text is None:
+            path.unlink(missing_ok=True)
+            if path.parent.is_dir() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+            return path, None
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(text.encode())
+    except OSError as err:
+        hint = "; run as root (sudo)" if isinstance(err, PermissionError) else ""
+        raise EdgefusionError(
+            f"{path}: cannot {'remove' if text is None else 'write'} it ({err.strerror}){hint}"
+        ) from None
     return path, text
