@@ -1,5 +1,5 @@
-"""``edgefusion``: the device CLI (demo, run, record, calibrate-offset, doctor, bench, eval, engines, listen, info,
-hil).
+"""``edgefusion``: the device CLI (demo, run, record, export-mcap, calibrate-offset, doctor, service-network, bench,
+eval, engines, listen, info, hil).
 
 ``--json`` wherever a command reports. This module parses and reports; a run is assembled in
 ``app.py``.
@@ -143,6 +143,26 @@ def cmd_doctor(args) -> int:
     checks = diagnose(args.config, args.bundle)
     print(json.dumps(as_json(checks)) if args.json else render(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def cmd_service_network(args) -> int:
+    from edgefusion.config import load_config
+    from edgefusion.service import network
+
+    cfg = load_config(args.config)
+    at = f"{args.config}: [output.zenoh]"
+    if args.print:
+        text = network.dropin(cfg.output.zenoh, at)
+        print(text if text is not None else "# [output.zenoh] is off: no drop-in, the unit's IPAddressDeny=any stands")
+        return 0
+    path, text = network.install(cfg.output.zenoh, args.out, at)
+    allowed = [line.split("=", 1)[1] for line in network.directives(text) if line.startswith("IPAddressAllow=")]
+    if text is None:
+        print(f"no {path} ([output.zenoh] is off): the unit's IPAddressDeny=any stands")
+    else:
+        print(f"wrote {path}: IPAddressAllow {', '.join(allowed)}")
+    print("then: systemctl daemon-reload && systemctl restart edgefusion")
+    return 0
 
 
 def _backend_config(backend: str, precision: str, threads: int = 1):
@@ -392,6 +412,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_doctor)
+
+    sp = sub.add_parser(
+        "service-network",
+        help="the unit's network drop-in for [output.zenoh]: written, or removed when the sink is off",
+        description="write UNIT_DIR/edgefusion.service.d/zenoh.conf: the IP addresses the Zenoh sink needs "
+        "(IPAddressAllow=) and no more; remove it when [output.zenoh] is off (the unit denies every address)",
+    )
+    sp.add_argument("--config", type=existing_file, required=True, help="the robot's TOML config")
+    sp.add_argument(
+        "--out", type=Path, default=Path("/etc/systemd/system"), help="the unit's folder (default: /etc/systemd/system)"
+    )
+    sp.add_argument("--print", action="store_true", help="print the drop-in, write nothing")
+    sp.set_defaults(fn=cmd_service_network)
 
     sp = add("bench", "runtime overhead over bare inference, caching savings, allocations, memory")
     sp.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bundle variant (default: fp32)")

@@ -199,6 +199,49 @@ def _results_folder(cfg) -> list[Check]:
     return [_writable_check("results folder", folder, "fail", "fix [output] file, or run as the service user")]
 
 
+def zenoh_checks(cfg, unit_dir: Path | None = None) -> list[Check]:
+    """The Zenoh sink: its library (a run with ``[output.zenoh]`` on needs it), and, where the unit
+    is installed, whether its network drop-in allows what the config needs: written for another
+    config, or before the robot moved to another LAN, the sink reaches nobody."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgefusion.service import network
+
+    enabled = cfg is not None and cfg.output.zenoh.enabled
+    v = _version("zenoh")
+    if v is not None and not v.startswith("broken"):
+        try:
+            v = version("eclipse-zenoh")  # the module has no __version__
+        except PackageNotFoundError:
+            pass
+        out = [Check("package zenoh", "ok", v)]
+    elif enabled:
+        out = [Check("package zenoh", "fail", v or "not installed", "pip install eclipse-zenoh ([output.zenoh] is on)")]
+    else:
+        out = [Check("package zenoh", "ok", f"{v or 'not installed'}; [output.zenoh] is off, nothing needs it")]
+    unit_dir = network.UNIT_DIR if unit_dir is None else unit_dir
+    installed = unit_dir / network.DROPIN
+    if cfg is None or not (installed.exists() or (enabled and (unit_dir / "edgefusion.service").exists())):
+        return out  # not installed as a service here (or the config check failed)
+    fix = "edgefusion service-network --config CONFIG (or install.sh again); then systemctl daemon-reload"
+    try:
+        needed = network.dropin(cfg.output.zenoh)
+        have = installed.read_text() if installed.exists() else None
+    except EdgefusionError as err:
+        return [*out, Check("service network", "warn", str(err), "fix [output.zenoh]")]
+    except OSError as err:
+        return [*out, Check("service network", "warn", f"{installed}: cannot read: {err.strerror}", "run as root")]
+    if network.directives(have) == network.directives(needed):
+        return [*out, Check("service network", "ok", f"{installed} allows what [output.zenoh] needs")]
+    if needed is None:
+        why = f"{installed} opens the network, but [output.zenoh] is off"
+    elif have is None:
+        why = f"no {installed}: the unit denies every address, so the Zenoh sink reaches nobody"
+    else:
+        why = f"{installed} is not what [output.zenoh] needs now (another config, or another LAN)"
+    return [*out, Check("service network", "warn", why, fix)]
+
+
 def _cameras(cfg) -> Check:
     if not _usable("pyrealsense2"):
         return Check("cameras", "warn", "pyrealsense2 unavailable: no RealSense can be used", SENSORS_FIX)
@@ -284,7 +327,7 @@ def diagnose(config: Path | None = None, bundle: Path | None = None) -> list[Che
     cfg, config_check = _config(config)
     checks += _packages(cfg)
     checks += [config_check, _bundle(cfg, bundle), *_results_folder(cfg), *_gpu(cfg), *_backend(cfg)]
-    checks += [_cameras(cfg), _microphones(cfg)]
+    checks += [*zenoh_checks(cfg), _cameras(cfg), _microphones(cfg)]
     checks += [_device_permissions(), _service_user(), *_service_status()]
     return checks
 

@@ -8,8 +8,8 @@
 #                The venv's paths point into DIR: to build an image, run install.sh inside
 #                the image's chroot instead
 #   --dry-run    print every step, change nothing
-#   --uninstall  stop and disable the service, remove the unit, venv and code; keep the config
-#                (/etc/edgefusion) and the state (/var/lib/edgefusion: engines, caches)
+#   --uninstall  stop and disable the service, remove the unit, its network drop-in, the venv and
+#                code; keep the config (/etc/edgefusion) and the state (/var/lib/edgefusion)
 #   --bundle DIR the model bundle to run (default: the demo bundle inside the package)
 set -euo pipefail
 
@@ -59,7 +59,8 @@ if [ "$UNINSTALL" -eq 1 ]; then
     if [ -z "$ROOT" ]; then
         run systemctl disable --now edgefusion.service || true
     fi
-    run rm -f "$UNIT"
+    run rm -f "$UNIT" "$UNIT.d/zenoh.conf"
+    [ -d "$UNIT.d" ] && run rmdir --ignore-fail-on-non-empty "$UNIT.d"
     run rm -rf "$PREFIX"
     [ -z "$ROOT" ] && run systemctl daemon-reload
     echo "uninstalled; kept $CONF (config) and $STATE (engines, caches)"
@@ -106,6 +107,10 @@ if [ -n "$BUNDLE" ]; then
     run mv "$CONF/bundle.new" "$CONF/bundle"
 fi
 run install -d -m 0750 "$STATE"
+# The unit's network: a drop-in ($UNIT.d/zenoh.conf) that allows exactly the addresses [output.zenoh]
+# needs, removed when the sink is off (the unit alone denies every address). Made from the config
+# before the unit changes, so a config it refuses stops the install here, in one line.
+run "$PREFIX/venv/bin/edgefusion" service-network --config "$CONF/edgefusion.toml" --out "$(dirname "$UNIT")"
 run install -D -m 0644 "$SRC/systemd/edgefusion.service" "$UNIT"
 
 if [ -z "$ROOT" ]; then

@@ -122,3 +122,43 @@ def test_the_services_status_is_shown_where_systemd_runs_it(tmp_path):
     fake.write_text("#!/bin/sh\necho ActiveState=inactive\necho StatusText=\n")
     r, checks = _doctor_env({**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
     assert "service" not in checks, "not running: nothing to show"
+
+
+def test_zenoh_missing_fails_only_when_the_config_turns_the_sink_on(tmp_path):
+    blocker = tmp_path / "block" / "zenoh"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named zenoh')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent)}
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text("[output.zenoh]\nenabled = false\n")
+    r, checks = _doctor_env(env, "--config", str(cfg))
+    assert r.returncode == 0 and checks["package zenoh"]["status"] == "ok", checks["package zenoh"]
+    assert "[output.zenoh] is off" in checks["package zenoh"]["detail"]
+    cfg.write_text('[output.zenoh]\nenabled = true\nconnect = ["tcp/10.0.0.2:7447"]\n')
+    r, checks = _doctor_env(env, "--config", str(cfg))
+    assert r.returncode == 1 and checks["package zenoh"]["status"] == "fail"
+    assert "eclipse-zenoh" in checks["package zenoh"]["fix"]
+
+
+def test_the_installed_network_drop_in_is_checked_against_the_config(tmp_path):
+    from edgefusion.bus.config import ZenohSection
+    from edgefusion.config import Config
+    from edgefusion.doctor import zenoh_checks
+    from edgefusion.service.network import install
+
+    def service_network(zenoh):
+        cfg = Config()
+        cfg.output.zenoh = zenoh
+        return {c.name: c for c in zenoh_checks(cfg, tmp_path)}.get("service network")
+
+    client = ZenohSection(enabled=True, mode="client", connect=("tcp/10.0.0.2:7447",))
+    assert service_network(client) is None, "not installed as a service here: nothing to check"
+    (tmp_path / "edgefusion.service").write_text("[Service]\n")
+    check = service_network(client)
+    assert check.status == "warn" and "reaches nobody" in check.detail and "service-network" in check.fix
+    install(client, tmp_path)
+    assert service_network(client).status == "ok"
+    moved = ZenohSection(enabled=True, mode="client", connect=("tcp/10.0.0.3:7447",))
+    assert service_network(moved).status == "warn" and "not what [output.zenoh] needs" in service_network(moved).detail
+    check = service_network(ZenohSection())
+    assert check.status == "warn" and "[output.zenoh] is off" in check.detail

@@ -1,6 +1,7 @@
 """The systemd unit (verified and scored by systemd's own tools) and the installer, into a staging root."""
 
 import importlib.util
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgefusion.bundle import default_bundle_path
+from edgefusion.bus.config import ZenohSection
+from edgefusion.service.network import DROPIN, dropin
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edgefusion.service"
@@ -24,10 +27,18 @@ def _unit_keys() -> set[str]:
     return {line.split("=")[0] for line in UNIT.read_text().splitlines() if re.match(r"^[A-Z]\w*=", line)}
 
 
-@needs_analyze
-def test_the_unit_verifies_with_no_warning(tmp_path):
-    """``verify`` resolves ExecStart inside --root, so the root holds the binaries the unit
-    names (stubs) and the system's own units (the targets it is ordered against)."""
+# The drop-ins install.sh can write: the widest peer config (scouting, a listen, the LAN) and a client's.
+DROPINS = {
+    "peer": ZenohSection(enabled=True, mode="peer", connect=("tcp/10.1.0.1:7447",), listen=("tcp/0.0.0.0:7447",)),
+    "client": ZenohSection(enabled=True, mode="client", connect=("tcp/10.0.0.2:7447", "tls/[fd00::9]:7447")),
+}
+LAN = [("eth0", ipaddress.ip_network("192.168.1.0/24")), ("eth0", ipaddress.ip_network("fd00::/64"))]
+
+
+def _root(tmp_path: Path, dropin_text: str | None = None) -> Path:
+    """A root as ``verify`` needs it: it resolves ExecStart inside --root, so the root holds the
+    binaries the unit names (stubs) and the system's own units (the targets it is ordered against);
+    the unit in etc/systemd/system, with the network drop-in beside it where one is given."""
     root = tmp_path / "root"
     exe = root / "opt/edgefusion/venv/bin/edgefusion"
     exe.parent.mkdir(parents=True)
@@ -38,6 +49,13 @@ def test_the_unit_verifies_with_no_warning(tmp_path):
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/edgefusion.service")
+    if dropin_text is not None:
+        (root / "etc/systemd/system" / DROPIN).parent.mkdir()
+        (root / "etc/systemd/system" / DROPIN).write_text(dropin_text)
+    return root
+
+
+def _verify(root: Path) -> None:
     r = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", "--man=no", "edgefusion.service"],
         capture_output=True,
@@ -47,14 +65,36 @@ def test_the_unit_verifies_with_no_warning(tmp_path):
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr  # a warning fails too
 
 
-@needs_analyze
-def test_the_unit_exposure_is_at_most_2():
+def _exposure(*args: str) -> tuple[float, str]:
     r = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(UNIT)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "security", "--offline=true", *args], capture_output=True, text=True, timeout=60
     )
     score = re.search(r"Overall exposure level for edgefusion.service: ([\d.]+)", r.stdout)
     assert score, r.stdout + r.stderr
-    assert float(score.group(1)) <= EXPOSURE_MAX, r.stdout
+    return float(score.group(1)), r.stdout
+
+
+@needs_analyze
+def test_the_unit_verifies_with_no_warning(tmp_path):
+    _verify(_root(tmp_path))
+
+
+@needs_analyze
+def test_the_unit_exposure_is_at_most_2():
+    score, out = _exposure(str(UNIT))
+    assert score <= EXPOSURE_MAX, out
+    assert "✓ IPAddressDeny=" in out and "✓ RestrictAddressFamilies=~AF_(INET|INET6)" in out, "no network at all"
+
+
+@needs_analyze
+@pytest.mark.parametrize("mode", DROPINS)
+def test_the_unit_with_its_network_drop_in_verifies_and_stays_at_most_2(tmp_path, mode):
+    """systemd merges etc/systemd/system/edgefusion.service.d/ into the unit under --root, as on the robot."""
+    root = _root(tmp_path, dropin(DROPINS[mode], subnets=LAN))
+    _verify(root)
+    score, out = _exposure(f"--root={root}", "edgefusion.service")
+    assert score <= EXPOSURE_MAX, out
+    assert "✗ IPAddressDeny=" in out and "allow list" in out, "the drop-in was not merged"
 
 
 def test_the_unit_is_a_watched_notify_service_for_systemd_249():
@@ -94,6 +134,7 @@ def test_install_into_a_staging_root_lays_out_files_and_modes(staged):
     assert _mode(root / "var/lib/edgefusion") == 0o750
     assert _mode(root / "etc/systemd/system/edgefusion.service") == 0o644
     assert (root / "etc/systemd/system/edgefusion.service").read_text() == UNIT.read_text()
+    assert not (root / "etc/systemd/system/edgefusion.service.d").exists(), "no [output.zenoh]: no network"
     assert "root:edgefusion" in out and "edgefusion:edgefusion" in out, "owners as planned for the robot"
     r = subprocess.run(
         [str(root / "opt/edgefusion/venv/bin/edgefusion"), "info"], capture_output=True, text=True, timeout=60
@@ -116,13 +157,16 @@ def test_install_into_a_staging_root_lays_out_files_and_modes(staged):
     assert r.returncode == 0 and "verified" in r.stdout, r.stderr
 
 
-def test_install_again_keeps_the_robots_config(staged):
+def test_install_again_keeps_the_robots_config_and_opens_the_network_it_names(staged):
     root, _ = staged
     config = root / "etc/edgefusion/edgefusion.toml"
-    config.write_text(config.read_text() + "\n# tuned on the robot\n")
+    tuned = '\n# tuned on the robot\n[output.zenoh]\nenabled = true\nmode = "client"\nconnect = ["tcp/10.0.0.2:7447"]\n'
+    config.write_text(config.read_text() + tuned)
     r = subprocess.run(["bash", str(INSTALL), "--root", str(root)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert config.read_text().endswith("# tuned on the robot\n")
+    assert config.read_text().endswith(tuned)
+    allowed = (root / "etc/systemd/system" / DROPIN).read_text()
+    assert "IPAddressAllow=10.0.0.2\n" in allowed and "IPAddressAllow=localhost\n" in allowed
 
 
 def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path):
@@ -132,6 +176,8 @@ def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "r").exists()
     assert "+ install -D -m 0644" in r.stdout and "venv" in r.stdout
+    # the network drop-in is made from the config before the unit changes: a refused config stops it there
+    assert r.stdout.index(" service-network --config ") < r.stdout.index("+ install -D -m 0644")
 
 
 def test_uninstall_keeps_config_and_state(staged, tmp_path):
@@ -140,6 +186,7 @@ def test_uninstall_keeps_config_and_state(staged, tmp_path):
     r = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--uninstall"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert not (root / "opt/edgefusion").exists() and not (root / "etc/systemd/system/edgefusion.service").exists()
+    assert not (root / "etc/systemd/system/edgefusion.service.d").exists(), "the network drop-in goes with the unit"
     assert (root / "etc/edgefusion/edgefusion.toml").exists() and (root / "var/lib/edgefusion").is_dir()
 
 
