@@ -150,10 +150,10 @@ class McapSink(Sink):
     docstring. ``write`` runs on the sink's writer thread and ``health`` on the health thread:
     one lock keeps the writer whole."""
 
-    def __init__(self, path: str | os.PathLike, backups: int = 3, inputs_hz: float = 0.0):
+    def __init__(self, path: str | os.PathLike, backups: int = 3, inputs_hz: float = 0.0, flush_s: float = FLUSH_S):
         writer_module = import_mcap()
         self.path = Path(path)
-        self.backups = backups
+        self.backups, self.flush_s = backups, flush_s
         if inputs_hz:
             log.warning(f"[output] mcap_inputs_hz = {inputs_hz:g}: the model's inputs are not logged yet (not built)")
         _say_leftovers(self.path)
@@ -206,13 +206,13 @@ class McapSink(Sink):
             self._add(self._health, self._offset_ns + time.monotonic_ns(), orjson.dumps(snapshot))
 
     def _add(self, channel: int, log_time: int, data: bytes) -> None:
-        """Into the chunk being built; the chunk is closed every ``FLUSH_S`` (or when full) and
+        """Into the chunk being built; the chunk is closed every ``flush_s`` (or when full) and
         what it took is handed to the file. A failure to hand it over is left for the next write
         to raise: this message is in, and must not be retried."""
         log_time = max(0, log_time)
         self._writer.add_message(channel, log_time, data, log_time, sequence=self._sequence[channel])
         self._sequence[channel] += 1
-        if time.monotonic() - self._flushed >= FLUSH_S:
+        if time.monotonic() - self._flushed >= self.flush_s:
             self._writer.flush()
             self._flushed = time.monotonic()
         try:
