@@ -15,7 +15,8 @@ No half-written ``.mcap``: the log is written to ``FILE.mcap.<start>-<pid>.part`
 renamed to ``FILE.mcap`` when the sink closes (a clean stop, SIGTERM included), so a file named
 ``.mcap`` is always complete and indexed. A crash (SIGKILL, a power cut) leaves the ``.part``:
 every chunk written so far (a chunk is closed at least every ``FLUSH_S``), without the summary
-at the end; ``mcap recover`` reads what it holds. The next start says in one line that it is
+at the end; ``mcap recover`` (the mcap CLI) or ``mcap.stream_reader.StreamReader`` reads its
+records up to the cut. The next start says in one line that it is
 there and leaves it alone. ``[output] backups`` earlier runs are kept, as ``FILE.1.mcap``...
 
 A full disk: the mcap writer writes into memory (``_Spool``) and the sink hands those bytes to
