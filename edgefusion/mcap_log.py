@@ -28,6 +28,7 @@ most one chunk waits in memory meanwhile.
 from __future__ import annotations
 
 import errno
+import glob
 import importlib.util
 import os
 import threading
@@ -271,7 +272,7 @@ def _shift_backups(path: Path, backups: int) -> None:
 def _say_leftovers(path: Path) -> None:
     """One line when an earlier run left its ``.part`` (it did not stop cleanly); kept as it is."""
     try:
-        parts = sorted(path.parent.glob(f"{path.name}.*.part"))
+        parts = sorted(path.parent.glob(f"{glob.escape(path.name)}.*.part"))  # a [ in a name is no pattern
     except OSError:
         return
     if parts:
