@@ -176,6 +176,10 @@ def run_session(
                 record["out"], rig.sensors, bundle.modalities, facts, rig.truth, record.get("label")
             )
             sinks.append(recorder.sink())
+        if cfg.output.mcap:  # last: nothing after it can refuse the start and leave its .part behind
+            from edgefusion.mcap_log import McapSink
+
+            sinks.append(McapSink(cfg.output.mcap, cfg.output.backups, cfg.output.mcap_inputs_hz))
     except BaseException:
         rig.close()
         backend.deactivate()
@@ -311,6 +315,8 @@ def _start_line(bundle, backend, cfg, json_lines: bool, record: dict | None, str
         sinks.append(f"zenoh edgefusion/{robot_name(zenoh)}/* ({zenoh.mode}{where}{', ROS 2' if zenoh.ros2 else ''})")
     if record is not None:
         sinks.append(f"session {record['out']}")
+    if cfg.output.mcap:
+        sinks.append(f"MCAP log {cfg.output.mcap}")
     return (
         f"running bundle {bundle.manifest.get('name', bundle.root.name)} ({bundle.root}), {backend.precision} on "
         f"{backend.name}, at {cfg.runtime.tick_hz:g} Hz; source: {source}; results to: {', '.join(sinks) or 'nowhere'}"

@@ -104,6 +104,17 @@ def cmd_record(args) -> int:
     return 0
 
 
+def cmd_export_mcap(args) -> int:
+    from edgefusion.session.to_mcap import export_session
+
+    counts = export_session(args.session, args.out, args.frames_hz)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "messages": counts}))
+    else:
+        print(f"{args.out}: " + ", ".join(f"{n} on {topic}" for topic, n in counts.items()))
+    return 0
+
+
 def cmd_calibrate_offset(args) -> int:
     from edgefusion.calibration.time_offset import session_offset
     from edgefusion.config import set_sensor_offset
@@ -392,6 +403,22 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--label", default=None, help="the intent shown throughout (where the rig cannot know it)")
     sp.add_argument("--json", action="store_true", help="summary as JSON")
     sp.set_defaults(fn=cmd_record)
+
+    sp = sub.add_parser(
+        "export-mcap",
+        help="a recorded session as an MCAP file (results, events, camera, audio) for Foxglove",
+        description="a recorded session as an MCAP file (results, events, camera, audio) for Foxglove",
+    )
+    sp.add_argument("--session", type=Path, required=True, help="a session recorded with `edgefusion record`")
+    sp.add_argument("--out", type=new_file, required=True, help="the .mcap file to write (replaced if there)")
+    sp.add_argument(
+        "--frames-hz",
+        type=number(0, 1000),
+        default=5.0,
+        help="camera frames per second and stream, at most (default: 5; 0: none)",
+    )
+    sp.add_argument("--json", action="store_true", help="the messages written, by topic, as JSON")
+    sp.set_defaults(fn=cmd_export_mcap)
 
     sp = sub.add_parser(
         "calibrate-offset",

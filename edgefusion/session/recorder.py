@@ -107,7 +107,9 @@ class SessionRecorder:
             self._events = open(self.out / EVENTS_FILE, "wb", buffering=0)  # noqa: SIM115 (closed in close())
         except OSError as err:
             raise EdgefusionError(f"cannot record into {self.out}: {err.strerror}; choose a writable folder") from None
-        self.event("start", t0, format=SESSION_FORMAT, **self.facts)
+        # wall_t: the wall clock at t0, so an export can put the session's times on the calendar.
+        wall_t = time.time() - (time.monotonic() - t0)
+        self.event("start", t0, format=SESSION_FORMAT, wall_t=wall_t, **self.facts)
         for m, sensor in self.sensors.items():
             sensor.on_sample = self._tap(m)
             if isinstance(sensor, MicrophoneSensor):
