@@ -81,7 +81,7 @@ fi
 run install -d -m 0755 "$PREFIX"
 # (a venv left without pip by a failed first try is made again)
 [ -x "$PREFIX/venv/bin/pip" ] || run python3 -m venv --clear --system-site-packages "$PREFIX/venv"
-run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade "$SRC[sensors]"
+run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade "$SRC[sensors,zenoh,mcap]"
 
 # The config: written once, never overwritten (it is the robot's own from then on).
 run install -d -m 0750 "$CONF"

@@ -75,11 +75,11 @@ class Received:
         self._on_sample = on_sample
 
         def on(sample) -> None:
-            if self._on_sample is not None:
-                self._on_sample()
             att = sample.attachment.to_bytes() if sample.attachment is not None else None
             with self._lock:
                 self.samples.append((str(sample.key_expr), sample.payload.to_bytes(), att, time.monotonic()))
+            if self._on_sample is not None:
+                self._on_sample()
 
         self.subscriber = s.declare_subscriber(key_expr, on)
 

@@ -100,12 +100,17 @@ def listen(section: ZenohSection, robot: str, raw: bool, seconds: float | None, 
     out = sys.stdout
     fleet = Fleet()
     entities = []
+    closed = threading.Event()
     try:
         if raw:
 
             def on_result(sample) -> None:
-                out.write(sample.payload.to_bytes().decode(errors="replace") + "\n")
-                out.flush()
+                try:
+                    out.write(sample.payload.to_bytes().decode(errors="replace") + "\n")
+                    out.flush()
+                except BrokenPipeError:  # `| head`: Zenoh's thread cannot end us, the main one does
+                    closed.set()
+                    stop.set()
 
             entities.append(session.declare_subscriber(keys.key(robot, keys.RESULT), on_result))
         else:
@@ -131,6 +136,8 @@ def listen(section: ZenohSection, robot: str, raw: bool, seconds: float | None, 
         for entity in entities:
             entity.undeclare()
         session.close()
+    if closed.is_set():
+        raise BrokenPipeError  # the CLI's exit for a reader gone: status 141, no traceback
     return 0
 
 
