@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 
@@ -23,3 +24,15 @@ def small_batch():
     from edgefusion.task import generate
 
     return generate(seed=99, n=6)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a disk that really fills up (needs root and mount; skipped otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)

@@ -170,18 +170,6 @@ def test_an_unwritable_path_is_one_line_at_start(tmp_path, where):
     assert snapshot(tmp_path) == before
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs: a disk that really fills up (needs root and mount; skipped otherwise)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
-
-
 def test_a_full_disk_loses_no_result_once_space_returns(tiny_disk):
     filler = tiny_disk / "filler"
     filler.write_bytes(b"x" * 40_000)

@@ -13,18 +13,6 @@ from collecting_sink import Lines as _Lines
 from edgefusion.sinks import RotatingFileSink, SinkWriter
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs: a disk that really fills up (needs root and mount; skipped otherwise)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
-
-
 def test_a_full_disk_loses_nothing_and_tears_nothing_once_space_returns(tiny_disk, capfd):
     filler = tiny_disk / "filler"
     filler.write_bytes(b"x" * 40_000)
